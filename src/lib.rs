@@ -1,0 +1,16 @@
+//! tokenward: scoped access tokens for git and Mercurial.
+//!
+//! The library has two layers. The light layer (always built) holds what the
+//! git helper needs and nothing more: the token model and matching rules
+//! ([`token`]), the daemon's wire protocol ([`protocol`]), git's credential
+//! protocol ([`gitcred`]), where the socket lives ([`paths`]) and a blocking
+//! client ([`client`]). The `daemon` feature adds the vault backends, the
+//! index file, the daemon, the relay and the CLI.
+
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod paths;
+pub mod protocol;
+pub mod secret;
+pub mod token;

@@ -5,7 +5,6 @@
 //! ([`token`]), the daemon's wire protocol ([`protocol`]), git's credential
 //! protocol ([`gitcred`]), where the socket lives ([`paths`]) and a blocking
 //! client ([`client`]). The `daemon` feature adds the vault backends, the
-//! index file, the daemon, the relay and the CLI.
 
 #![deny(unsafe_code)]
 
@@ -14,3 +13,18 @@ pub mod paths;
 pub mod protocol;
 pub mod secret;
 pub mod token;
+
+#[cfg(feature = "daemon")]
+pub mod atomic;
+#[cfg(feature = "daemon")]
+pub mod cli;
+#[cfg(feature = "daemon")]
+pub mod config;
+#[cfg(feature = "daemon")]
+pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod fingerprint;
+#[cfg(feature = "daemon")]
+pub mod index;
+#[cfg(feature = "daemon")]
+pub mod vault;

@@ -144,6 +144,7 @@ pub struct Status {
     #[serde(default)]
     pub relays: Vec<RelayStatus>,
     pub socket: String,
+    pub data_dir: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,0 +1,196 @@
+//! The per-user daemon: owns the index, the vault and the secret cache, and
+//! answers the wire protocol ([`crate::protocol`]) on a local socket.
+//!
+//! Design: one [`Daemon`] shared by all connections. Token metadata sits in
+//! an `RwLock`; a `get` takes the read lock, picks a token with
+//! [`crate::token::select`], and answers from the secret cache, reading the
+//! vault (off the runtime, with a timeout) only on a miss. Changes take the
+//! write lock for the whole change, so they are serialized, and are written
+//! to the index before they are acknowledged. Secrets go to the vault before
+//! the index names them; a crash in between leaves an unreachable secret,
+//! never an index entry without one. The cache holds [`Secret`]s, wiped when
+//! dropped. Shutdown (the `stop` op, SIGTERM, Ctrl-C) stops accepting,
+//! removes the socket and returns.
+
+mod handlers;
+mod socket;
+
+pub use socket::check_private_dir;
+
+use crate::config::{Config, Dirs};
+use crate::fingerprint::Fingerprinter;
+use crate::protocol::{decode_request, encode_line, DecodeError, Response, MAX_LINE};
+use crate::secret::Secret;
+use crate::token::TokenMeta;
+use crate::vault::Vault;
+use anyhow::{Context, Result};
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{watch, RwLock};
+
+/// Everything a request handler needs.
+pub struct Daemon {
+    dirs: Dirs,
+    config: Mutex<Config>,
+    socket_path: PathBuf,
+    vault: Vault,
+    /// Tokens that live only in memory (the env backend's one token).
+    ephemeral: bool,
+    tokens: RwLock<Vec<TokenMeta>>,
+    cache: Mutex<HashMap<String, Secret>>,
+    fingerprints: Fingerprinter,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Options of `tokenward daemon`.
+pub struct DaemonOptions {
+    pub socket_path: PathBuf,
+}
+
+/// Runs the daemon until it is told to stop.
+pub async fn run(options: DaemonOptions) -> Result<()> {
+    let dirs = Dirs::resolve()?;
+    dirs.create()?;
+    let config = Config::load(&dirs.config_file())?;
+    let timeout = Duration::from_secs(config.vault_timeout_secs.max(1));
+    let choice = config.backend_choice();
+    let (vault, fallback) = crate::vault::open(&choice, &dirs.vault_file(), timeout)
+        .await
+        .context("cannot open the vault")?;
+    if let Some(why) = fallback {
+        tracing::info!(reason = %why, "no usable keychain; using the encrypted file vault");
+    }
+    let ephemeral = vault.name() == "env";
+    let tokens = if ephemeral {
+        handlers::env_tokens()?
+    } else {
+        crate::index::load(&dirs.index_file())?
+    };
+    if vault.is_locked() {
+        if let Some(passphrase) = std::env::var("TOKENWARD_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
+            vault.unlock(&Secret::new(passphrase)).await.context("cannot unlock the file vault")?;
+        }
+    }
+    let fingerprints = Fingerprinter::load_or_create(&dirs.fingerprint_key_file())?;
+    let listener = socket::bind(&options.socket_path)?;
+    let (shutdown, mut stopping) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        dirs,
+        config: Mutex::new(config),
+        socket_path: options.socket_path.clone(),
+        vault,
+        ephemeral,
+        tokens: RwLock::new(tokens),
+        cache: Mutex::new(HashMap::new()),
+        fingerprints,
+        shutdown,
+    });
+    tracing::info!(
+        socket = %options.socket_path.display(),
+        backend = daemon.vault.name(),
+        pid = std::process::id(),
+        "tokenward daemon listening"
+    );
+    let signals = spawn_signal_watch(daemon.shutdown.clone());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    let daemon = Arc::clone(&daemon);
+                    tokio::spawn(async move { daemon.serve_connection(stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = stopping.changed() => break,
+        }
+    }
+    signals.abort();
+    drop(listener);
+    tracing::info!("tokenward daemon stopped");
+    Ok(())
+}
+
+fn spawn_signal_watch(shutdown: watch::Sender<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown.send(true);
+    })
+}
+
+impl Daemon {
+    async fn serve_connection(self: Arc<Self>, stream: Stream) {
+        if let Err(who) = socket::peer_is_owner(&stream) {
+            tracing::warn!(peer = %who, "refused a connection from another user");
+            return;
+        }
+        let mut reader = BufReader::new(&stream);
+        let mut writer = &stream;
+        let mut line = Vec::with_capacity(512);
+        loop {
+            line.clear();
+            let read = (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await;
+            let response = match read {
+                Ok(0) => break,
+                Ok(_) if line.last() != Some(&b'\n') => {
+                    // Over the limit, or the peer closed mid-line: answer and
+                    // close, since the rest of the stream has no known framing.
+                    let too_long = line.len() >= MAX_LINE;
+                    wipe(&mut line);
+                    if too_long {
+                        let answer = Response::error(DecodeError::TooLong.to_string());
+                        let _ = writer.write_all(&encode_line(&answer)).await;
+                    }
+                    break;
+                }
+                Ok(_) => {
+                    let request = decode_request(&line[..line.len() - 1]);
+                    wipe(&mut line);
+                    match request {
+                        Ok(request) => self.handle(request).await,
+                        Err(e) => Response::error(e.to_string()),
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "connection read failed");
+                    break;
+                }
+            };
+            let mut bytes = encode_line(&response);
+            let written = writer.write_all(&bytes).await;
+            wipe(&mut bytes);
+            if written.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Request and response lines may carry secrets.
+fn wipe(buffer: &mut Vec<u8>) {
+    use zeroize::Zeroize;
+    buffer.zeroize();
+}

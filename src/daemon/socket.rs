@@ -1,0 +1,91 @@
+//! The daemon's listening socket and who may talk to it.
+//!
+//! The socket's directory is created 0700; the daemon refuses to run when
+//! the directory is owned by someone else or open to group or others, since
+//! anyone who can reach the socket could ask for tokens. A stale socket (a
+//! file nobody listens on) is removed; a live one means another daemon runs.
+//! Each accepted connection's peer uid is checked as well, so the check holds
+//! even if the permissions are later opened up.
+
+use crate::atomic::create_private_dir;
+use anyhow::{bail, Context, Result};
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use std::path::Path;
+
+/// Makes sure `dir` exists, belongs to us and is private.
+pub fn check_private_dir(dir: &Path) -> Result<()> {
+    create_private_dir(dir).with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+        let me = crate::paths::current_uid();
+        if meta.uid() != me {
+            bail!(
+                "refusing to start: the socket directory {} belongs to uid {}, not to you (uid {me})",
+                dir.display(),
+                meta.uid()
+            );
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "refusing to start: the socket directory {} is accessible by group or others (mode {mode:o}); run 'chmod 700 {}'",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Binds the socket at `path`, reclaiming a stale one.
+pub fn bind(path: &Path) -> Result<Listener> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("the socket path {} has no directory", path.display()))?;
+    check_private_dir(dir)?;
+    if path.exists() {
+        if crate::client::Client::connect(path).is_ok() {
+            bail!("another tokenward daemon is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .with_context(|| format!("bad socket path {}", path.display()))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .reclaim_name(true)
+        .create_tokio()
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Whether the connection comes from our own uid. Unknown means no.
+pub fn peer_is_owner(stream: &Stream) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        let me = crate::paths::current_uid();
+        match stream.peer_creds().map(|c| c.euid()) {
+            Ok(Some(uid)) if uid == me => Ok(()),
+            Ok(Some(uid)) => Err(format!("uid {uid}")),
+            Ok(None) => Err("a peer whose uid is unknown".to_owned()),
+            Err(e) => Err(format!("a peer whose credentials cannot be read ({e})")),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Named pipes are created with a default DACL for the owner only.
+        let _ = stream;
+        Ok(())
+    }
+}

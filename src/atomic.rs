@@ -104,7 +104,9 @@ mod tests {
         let path = dir.path().join("index.json");
         write_atomic(&path, b"old", 0o600).expect("write");
         // A directory where the temp file should go makes the write fail.
-        let temp = dir.path().join(format!(".index.json.tmp.{}", std::process::id()));
+        let temp = dir
+            .path()
+            .join(format!(".index.json.tmp.{}", std::process::id()));
         fs::create_dir(&temp).expect("block the temp name");
         assert!(write_atomic(&path, b"new", 0o600).is_err());
         assert_eq!(fs::read(&path).expect("read"), b"old");

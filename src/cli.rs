@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "tokenward", version, about = "Scoped access tokens for git and Mercurial, kept in the OS keychain")]
+#[command(
+    name = "tokenward",
+    version,
+    about = "Scoped access tokens for git and Mercurial, kept in the OS keychain"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -175,7 +179,9 @@ fn stop() -> Result<()> {
 
 fn status(json: bool) -> Result<()> {
     let response = connect(false)?.call(Request::Status)?;
-    let status = response.status.ok_or_else(|| anyhow!("the daemon sent no status"))?;
+    let status = response
+        .status
+        .ok_or_else(|| anyhow!("the daemon sent no status"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -185,7 +191,11 @@ fn status(json: bool) -> Result<()> {
         "backend:  {} (persists {}{})",
         status.backend,
         status.persistence,
-        if status.locked { ", locked: run 'tokenward unlock'" } else { "" }
+        if status.locked {
+            ", locked: run 'tokenward unlock'"
+        } else {
+            ""
+        }
     );
     println!("socket:   {}", status.socket);
     println!("data:     {}", status.data_dir);
@@ -206,7 +216,11 @@ fn status(json: bool) -> Result<()> {
             relay.requests,
             relay.bytes_up,
             relay.bytes_down,
-            relay.error.as_deref().map(|e| format!(", error: {e}")).unwrap_or_default()
+            relay
+                .error
+                .as_deref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
         );
     }
     Ok(())
@@ -225,11 +239,22 @@ fn token_command(command: TokenCommand) -> Result<()> {
             }
             Ok(())
         }
-        TokenCommand::Rm { id } => simple(Request::Remove { id: id.clone() }, &format!("removed {id}")),
-        TokenCommand::Restore { id } => simple(Request::Restore { id: id.clone() }, &format!("restored {id}")),
+        TokenCommand::Rm { id } => {
+            simple(Request::Remove { id: id.clone() }, &format!("removed {id}"))
+        }
+        TokenCommand::Restore { id } => simple(
+            Request::Restore { id: id.clone() },
+            &format!("restored {id}"),
+        ),
         TokenCommand::Rotate { id } => {
             let secret = read_secret(&format!("New token for {id}: "))?;
-            simple(Request::Rotate { id: id.clone(), secret }, &format!("rotated {id}"))
+            simple(
+                Request::Rotate {
+                    id: id.clone(),
+                    secret,
+                },
+                &format!("rotated {id}"),
+            )
         }
     }
 }
@@ -248,7 +273,10 @@ fn add(args: AddArgs) -> Result<()> {
     };
     let needs_user = args.auth == AuthKind::Basic && matches!(args.role, Role::Vcs | Role::All);
     if needs_user && args.user.as_deref().is_none_or(str::is_empty) {
-        bail!("--user is required: a {} token is presented with basic auth (username + token)", args.role);
+        bail!(
+            "--user is required: a {} token is presented with basic auth (username + token)",
+            args.role
+        );
     }
     let secret = read_secret(&format!("Token for {scope}: "))?;
     let response: Response = connect(true)?.call(Request::Add(NewToken {
@@ -260,7 +288,9 @@ fn add(args: AddArgs) -> Result<()> {
         auth: args.auth,
         secret,
     }))?;
-    let info = response.token.ok_or_else(|| anyhow!("the daemon did not confirm the token"))?;
+    let info = response
+        .token
+        .ok_or_else(|| anyhow!("the daemon did not confirm the token"))?;
     println!(
         "added {} for {} (fingerprint {})",
         info.meta.id, info.meta.url, info.fingerprint
@@ -298,7 +328,9 @@ fn print_table(tokens: &[TokenInfo]) {
         .map(|t| {
             let m = &t.meta;
             let state = match m.state {
-                TokenState::Active if m.is_expired(time::OffsetDateTime::now_utc()) => "expired".to_owned(),
+                TokenState::Active if m.is_expired(time::OffsetDateTime::now_utc()) => {
+                    "expired".to_owned()
+                }
                 TokenState::Active => "active".to_owned(),
                 TokenState::Rejected => "rejected".to_owned(),
             };
@@ -307,14 +339,25 @@ fn print_table(tokens: &[TokenInfo]) {
                 m.url.clone(),
                 m.username.clone().unwrap_or_else(|| "-".to_owned()),
                 m.role.to_string(),
-                m.expires.map(token::format_time).unwrap_or_else(|| "never".to_owned()),
+                m.expires
+                    .map(token::format_time)
+                    .unwrap_or_else(|| "never".to_owned()),
                 state,
                 t.fingerprint.clone(),
                 m.label.clone(),
             ]
         })
         .collect();
-    let header = ["ID", "URL", "USER", "ROLE", "EXPIRES", "STATE", "FINGERPRINT", "LABEL"];
+    let header = [
+        "ID",
+        "URL",
+        "USER",
+        "ROLE",
+        "EXPIRES",
+        "STATE",
+        "FINGERPRINT",
+        "LABEL",
+    ];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -84,7 +84,10 @@ impl Client {
     /// becomes [`ClientError::Daemon`].
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         let line = encode_line(&RequestEnvelope::new(request));
-        self.stream.get_mut().write_all(&line).map_err(ClientError::Io)?;
+        self.stream
+            .get_mut()
+            .write_all(&line)
+            .map_err(ClientError::Io)?;
         let mut answer = Vec::with_capacity(256);
         let read = (&mut self.stream)
             .take(MAX_LINE as u64 * 64)
@@ -99,9 +102,9 @@ impl Client {
         if response.ok {
             Ok(response)
         } else {
-            Err(ClientError::Daemon(
-                response.error.unwrap_or_else(|| "the daemon refused the request".to_owned()),
-            ))
+            Err(ClientError::Daemon(response.error.unwrap_or_else(|| {
+                "the daemon refused the request".to_owned()
+            })))
         }
     }
 }

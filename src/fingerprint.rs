@@ -22,7 +22,10 @@ impl Fingerprinter {
     pub fn load_or_create(path: &Path) -> Result<Fingerprinter> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) if bytes.len() == 32 => Zeroizing::new(bytes),
-            Ok(_) => anyhow::bail!("the fingerprint key {} is damaged; delete it to make a new one", path.display()),
+            Ok(_) => anyhow::bail!(
+                "the fingerprint key {} is damaged; delete it to make a new one",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut fresh = Zeroizing::new(vec![0u8; 32]);
                 SystemRandom::new()
@@ -41,7 +44,10 @@ impl Fingerprinter {
 
     pub fn of(&self, secret: &Secret) -> String {
         let tag = hmac::sign(&self.key, secret.expose().as_bytes());
-        tag.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+        tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

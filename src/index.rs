@@ -15,11 +15,17 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("cannot read the index {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the index {path} is unreadable ({reason}); fix or move it away, tokenward will not overwrite it")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write the index {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,7 +103,11 @@ mod tests {
         let path = dir.path().join("index.json");
         assert!(load(&path).expect("load").is_empty());
         save(&path, &[meta("a"), meta("b")]).expect("save");
-        let ids: Vec<_> = load(&path).expect("load").into_iter().map(|t| t.id).collect();
+        let ids: Vec<_> = load(&path)
+            .expect("load")
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         assert_eq!(ids, ["a", "b"]);
     }
 
@@ -107,7 +117,10 @@ mod tests {
         let path = dir.path().join("index.json");
         std::fs::write(&path, b"{\"version\":1,\"tokens\":[{").expect("write");
         assert!(matches!(load(&path), Err(IndexError::Corrupt { .. })));
-        assert_eq!(std::fs::read(&path).expect("read"), b"{\"version\":1,\"tokens\":[{");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"version\":1,\"tokens\":[{"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn run_daemon(detached: bool) -> Result<()> {
         socket_path: tokenward::paths::socket_path(),
     };
     let result = runtime.block_on(tokenward::daemon::run(options));
-    if let Err(e) = &result {
+    if let (true, Err(e)) = (detached, &result) {
         tracing::error!("{}", format!("{e:#}").replace(['\n', '\r'], " "));
     }
     // A keychain call stuck past its timeout must not keep the process alive.
@@ -39,7 +39,8 @@ fn run_daemon(detached: bool) -> Result<()> {
 /// level comes from TOKENWARD_LOG (EnvFilter syntax), default `info`.
 fn init_logging(detached: bool) -> Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TOKENWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("TOKENWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if detached {
         if let Some(path) = cli::log_file() {
@@ -51,7 +52,10 @@ fn init_logging(detached: bool) -> Result<()> {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let file = options.open(&path)?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
             return Ok(());
         }
     }

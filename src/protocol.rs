@@ -57,17 +57,29 @@ pub enum Request {
     /// The credential was refused by the server.
     Reject(CredentialReport),
     /// A token for the relay, chosen by the endpoint's role.
-    GetForRole { query: CredentialQuery, role: Role },
+    GetForRole {
+        query: CredentialQuery,
+        role: Role,
+    },
     Add(NewToken),
     List {
         #[serde(default)]
         all: bool,
     },
-    Remove { id: String },
-    Restore { id: String },
-    Rotate { id: String, secret: Secret },
+    Remove {
+        id: String,
+    },
+    Restore {
+        id: String,
+    },
+    Rotate {
+        id: String,
+        secret: Secret,
+    },
     Status,
-    Unlock { passphrase: Secret },
+    Unlock {
+        passphrase: Secret,
+    },
     Lock,
     Stop,
 }
@@ -207,7 +219,10 @@ impl Response {
 
 impl RequestEnvelope {
     pub fn new(request: Request) -> Self {
-        RequestEnvelope { v: VERSION, request }
+        RequestEnvelope {
+            v: VERSION,
+            request,
+        }
     }
 }
 
@@ -230,7 +245,10 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Malformed => f.write_str("malformed request: not a JSON object"),
             DecodeError::NoVersion => f.write_str("malformed request: no protocol version 'v'"),
             DecodeError::UnsupportedVersion(v) => {
-                write!(f, "unsupported protocol version {v} (this daemon speaks {VERSION})")
+                write!(
+                    f,
+                    "unsupported protocol version {v} (this daemon speaks {VERSION})"
+                )
             }
             DecodeError::UnknownOp(op) => write!(f, "unknown op '{}'", crate::token::printable(op)),
             DecodeError::BadFields(op) => write!(f, "bad or missing fields for op '{op}'"),
@@ -246,7 +264,8 @@ pub fn decode_request(line: &[u8]) -> Result<Request, DecodeError> {
     if line.len() >= MAX_LINE {
         return Err(DecodeError::TooLong);
     }
-    let value: serde_json::Value = serde_json::from_slice(line).map_err(|_| DecodeError::Malformed)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|_| DecodeError::Malformed)?;
     let object = value.as_object().ok_or(DecodeError::Malformed)?;
     let version = object
         .get("v")
@@ -300,7 +319,10 @@ mod tests {
 
     fn golden(request: Request, expected: &str) {
         let line = encode_line(&RequestEnvelope::new(request));
-        assert_eq!(std::str::from_utf8(&line).expect("utf8"), format!("{expected}\n"));
+        assert_eq!(
+            std::str::from_utf8(&line).expect("utf8"),
+            format!("{expected}\n")
+        );
         decode_request(&line[..line.len() - 1]).expect("decodes back");
     }
 
@@ -315,9 +337,15 @@ mod tests {
             }),
             r#"{"v":1,"op":"get","protocol":"https","host":"h.example","path":"team/repo.git","username":null}"#,
         );
-        golden(Request::List { all: true }, r#"{"v":1,"op":"list","all":true}"#);
+        golden(
+            Request::List { all: true },
+            r#"{"v":1,"op":"list","all":true}"#,
+        );
         golden(Request::Status, r#"{"v":1,"op":"status"}"#);
-        golden(Request::Remove { id: "tw_1".into() }, r#"{"v":1,"op":"remove","id":"tw_1"}"#);
+        golden(
+            Request::Remove { id: "tw_1".into() },
+            r#"{"v":1,"op":"remove","id":"tw_1"}"#,
+        );
     }
 
     #[test]
@@ -332,8 +360,14 @@ mod tests {
             String::from_utf8(encode_line(&err)).expect("utf8"),
             "{\"v\":1,\"ok\":false,\"error\":\"nope\"}\n"
         );
-        let parsed: Response = serde_json::from_str(r#"{"v":1,"ok":true,"credential":{"id":"a","username":"u","password":"p"}}"#).expect("parses");
-        assert_eq!(parsed.credential.map(|c| c.password.expose().to_owned()), Some("p".to_owned()));
+        let parsed: Response = serde_json::from_str(
+            r#"{"v":1,"ok":true,"credential":{"id":"a","username":"u","password":"p"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.credential.map(|c| c.password.expose().to_owned()),
+            Some("p".to_owned())
+        );
         let done: Response = serde_json::from_str(r#"{"v":1,"ok":true}"#).expect("parses");
         assert!(done.ok && done.credential.is_none());
     }
@@ -342,15 +376,29 @@ mod tests {
     fn decode_errors_are_specific_and_never_echo_input() {
         assert_eq!(decode_request(b"{not json"), Err(DecodeError::Malformed));
         assert_eq!(decode_request(b"[1,2]"), Err(DecodeError::Malformed));
-        assert_eq!(decode_request(br#"{"op":"get"}"#), Err(DecodeError::NoVersion));
-        assert_eq!(decode_request(br#"{"v":2,"op":"get"}"#), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(
+            decode_request(br#"{"op":"get"}"#),
+            Err(DecodeError::NoVersion)
+        );
+        assert_eq!(
+            decode_request(br#"{"v":2,"op":"get"}"#),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
         assert_eq!(
             decode_request(br#"{"v":1,"op":"frob"}"#),
             Err(DecodeError::UnknownOp("frob".into()))
         );
-        let bad = decode_request(br#"{"v":1,"op":"add","url":"https://h","secret":"s3cr3t-value"}"#);
+        let bad =
+            decode_request(br#"{"v":1,"op":"add","url":"https://h","secret":"s3cr3t-value"}"#);
         assert_eq!(bad, Err(DecodeError::BadFields("add".into())));
-        assert!(!bad.err().map(|e| e.to_string()).unwrap_or_default().contains("s3cr3t"));
-        assert_eq!(decode_request(&vec![b' '; MAX_LINE]), Err(DecodeError::TooLong));
+        assert!(!bad
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("s3cr3t"));
+        assert_eq!(
+            decode_request(&vec![b' '; MAX_LINE]),
+            Err(DecodeError::TooLong)
+        );
     }
 }

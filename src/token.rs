@@ -97,7 +97,9 @@ impl std::str::FromStr for AuthKind {
             "basic" => Ok(AuthKind::Basic),
             "bearer" => Ok(AuthKind::Bearer),
             "query" => Ok(AuthKind::Query),
-            _ => Err(format!("unknown auth '{s}' (expected basic, bearer or query)")),
+            _ => Err(format!(
+                "unknown auth '{s}' (expected basic, bearer or query)"
+            )),
         }
     }
 }
@@ -188,7 +190,8 @@ impl Scope {
         }
         let (host, port) = split_host_port(authority).map_err(|why| err(&why))?;
         let port = port.unwrap_or(scheme.default_port());
-        let path = path_components(path).ok_or_else(|| err("'.' and '..' are not allowed in the path"))?;
+        let path =
+            path_components(path).ok_or_else(|| err("'.' and '..' are not allowed in the path"))?;
         Ok(Scope {
             scheme,
             host,
@@ -240,7 +243,10 @@ pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String>
             .ok_or_else(|| "unclosed '[' in host".to_owned())?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| "junk after ']'".to_owned())?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| "junk after ']'".to_owned())?,
+            ),
         };
         (host, port)
     } else {
@@ -361,7 +367,12 @@ pub struct Request {
 impl Request {
     /// Builds a request from git-style parts; `None` when the parts can never
     /// match a token (unknown protocol, bad host, dot segments in the path).
-    pub fn new(protocol: &str, host: &str, path: Option<&str>, username: Option<&str>) -> Option<Request> {
+    pub fn new(
+        protocol: &str,
+        host: &str,
+        path: Option<&str>,
+        username: Option<&str>,
+    ) -> Option<Request> {
         let scheme = Scheme::parse(protocol)?;
         let (host, port) = split_host_port(host).ok()?;
         let path = match path {
@@ -378,7 +389,13 @@ impl Request {
     }
 
     /// Whether `token` (with its parsed scope) may answer this request for `use_role`.
-    pub fn fits(&self, token: &TokenMeta, scope: &Scope, use_role: Role, now: OffsetDateTime) -> bool {
+    pub fn fits(
+        &self,
+        token: &TokenMeta,
+        scope: &Scope,
+        use_role: Role,
+        now: OffsetDateTime,
+    ) -> bool {
         scope.scheme == self.scheme
             && scope.host == self.host
             && scope.port == self.port
@@ -398,7 +415,12 @@ impl Request {
 
 /// Picks the token for `request`: rules 1–7 of the module docs. Tokens whose
 /// url does not parse never match.
-pub fn select<'a, I>(tokens: I, request: &Request, use_role: Role, now: OffsetDateTime) -> Option<&'a TokenMeta>
+pub fn select<'a, I>(
+    tokens: I,
+    request: &Request,
+    use_role: Role,
+    now: OffsetDateTime,
+) -> Option<&'a TokenMeta>
 where
     I: IntoIterator<Item = &'a TokenMeta>,
 {
@@ -431,7 +453,10 @@ impl std::error::Error for ExpiryError {}
 /// Parses `--expires`: a date (`2027-01-31`, UTC midnight), an RFC 3339
 /// time, a duration from `now` (`90d`, `12h`, `30m`), or `-1`/`never`
 /// (RhodeCode's "never expires") which gives `None`.
-pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<Option<OffsetDateTime>, ExpiryError> {
+pub fn parse_expiry(
+    text: &str,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, ExpiryError> {
     let text = text.trim();
     let bad = || {
         ExpiryError(format!(
@@ -442,7 +467,11 @@ pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<Option<OffsetDate
     if text == "-1" || text.eq_ignore_ascii_case("never") {
         return Ok(None);
     }
-    if let Some(unit) = text.chars().last().filter(|c| matches!(c, 'd' | 'h' | 'm' | 'w')) {
+    if let Some(unit) = text
+        .chars()
+        .last()
+        .filter(|c| matches!(c, 'd' | 'h' | 'm' | 'w'))
+    {
         let digits = &text[..text.len() - 1];
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
             let n: i64 = digits.parse().map_err(|_| bad())?;
@@ -472,7 +501,10 @@ pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<Option<OffsetDate
 
 /// Formats a time as RFC 3339 in UTC, seconds precision.
 pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
@@ -512,7 +544,10 @@ mod tests {
     #[test]
     fn rule1_scheme_must_equal_exactly() {
         let tokens = [token("a", "https://h.example", None, Role::Vcs)];
-        assert_eq!(pick(&tokens, &req("https", "h.example", None, None)), Some("a"));
+        assert_eq!(
+            pick(&tokens, &req("https", "h.example", None, None)),
+            Some("a")
+        );
         assert_eq!(pick(&tokens, &req("http", "h.example", None, None)), None);
         let plain = [token("b", "http://h.example", None, Role::Vcs)];
         assert_eq!(pick(&plain, &req("https", "h.example", None, None)), None);
@@ -522,45 +557,103 @@ mod tests {
     #[test]
     fn rule2_host_case_insensitive_ports_normalized() {
         let tokens = [token("a", "https://Code.Example.com", None, Role::Vcs)];
-        assert_eq!(pick(&tokens, &req("https", "CODE.example.COM", None, None)), Some("a"));
-        assert_eq!(pick(&tokens, &req("https", "code.example.com:443", None, None)), Some("a"));
-        assert_eq!(pick(&tokens, &req("https", "code.example.com:8443", None, None)), None);
-        assert_eq!(pick(&tokens, &req("https", "code.example.com.evil.net", None, None)), None);
-        assert_eq!(pick(&tokens, &req("https", "evilcode.example.com", None, None)), None);
-        assert_eq!(pick(&tokens, &req("https", "example.com", None, None)), None);
+        assert_eq!(
+            pick(&tokens, &req("https", "CODE.example.COM", None, None)),
+            Some("a")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "code.example.com:443", None, None)),
+            Some("a")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "code.example.com:8443", None, None)),
+            None
+        );
+        assert_eq!(
+            pick(
+                &tokens,
+                &req("https", "code.example.com.evil.net", None, None)
+            ),
+            None
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "evilcode.example.com", None, None)),
+            None
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "example.com", None, None)),
+            None
+        );
         let with_port = [token("p", "http://h.example:80", None, Role::Vcs)];
-        assert_eq!(pick(&with_port, &req("http", "h.example", None, None)), Some("p"));
+        assert_eq!(
+            pick(&with_port, &req("http", "h.example", None, None)),
+            Some("p")
+        );
         let other = [token("o", "http://127.0.0.1:8080", None, Role::Vcs)];
-        assert_eq!(pick(&other, &req("http", "127.0.0.1:8080", None, None)), Some("o"));
+        assert_eq!(
+            pick(&other, &req("http", "127.0.0.1:8080", None, None)),
+            Some("o")
+        );
         assert_eq!(pick(&other, &req("http", "127.0.0.1", None, None)), None);
     }
 
     #[test]
     fn rule3_whole_component_path_prefix() {
         let tokens = [token("t", "https://h/team", None, Role::Vcs)];
-        assert_eq!(pick(&tokens, &req("https", "h", Some("team/repo.git"), None)), Some("t"));
-        assert_eq!(pick(&tokens, &req("https", "h", Some("team"), None)), Some("t"));
-        assert_eq!(pick(&tokens, &req("https", "h", Some("teamevil/repo.git"), None)), None);
-        assert_eq!(pick(&tokens, &req("https", "h", Some("other/team"), None)), None);
-        assert_eq!(pick(&tokens, &req("https", "h", None, None)), None, "no path sent");
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("team/repo.git"), None)),
+            Some("t")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("team"), None)),
+            Some("t")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("teamevil/repo.git"), None)),
+            None
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("other/team"), None)),
+            None
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", None, None)),
+            None,
+            "no path sent"
+        );
         assert!(Request::new("https", "h", Some("team/../other"), None).is_none());
         let anywhere = [token("any", "https://h", None, Role::Vcs)];
-        assert_eq!(pick(&anywhere, &req("https", "h", Some("x/y"), None)), Some("any"));
+        assert_eq!(
+            pick(&anywhere, &req("https", "h", Some("x/y"), None)),
+            Some("any")
+        );
         assert_eq!(pick(&anywhere, &req("https", "h", None, None)), Some("any"));
         let repo = [token("r", "https://h/team/repo", None, Role::Vcs)];
-        assert_eq!(pick(&repo, &req("https", "h", Some("team/repo.git"), None)), Some("r"));
-        assert_eq!(pick(&repo, &req("https", "h", Some("team/repo2.git"), None)), None);
+        assert_eq!(
+            pick(&repo, &req("https", "h", Some("team/repo.git"), None)),
+            Some("r")
+        );
+        assert_eq!(
+            pick(&repo, &req("https", "h", Some("team/repo2.git"), None)),
+            None
+        );
     }
 
     #[test]
     fn rule4_username_must_equal_when_given() {
         let tokens = [token("a", "https://h", Some("alice"), Role::Vcs)];
-        assert_eq!(pick(&tokens, &req("https", "h", None, Some("alice"))), Some("a"));
+        assert_eq!(
+            pick(&tokens, &req("https", "h", None, Some("alice"))),
+            Some("a")
+        );
         assert_eq!(pick(&tokens, &req("https", "h", None, Some("bob"))), None);
         assert_eq!(pick(&tokens, &req("https", "h", None, Some("Alice"))), None);
         assert_eq!(pick(&tokens, &req("https", "h", None, None)), Some("a"));
         let anonymous = [token("n", "https://h", None, Role::Vcs)];
-        assert_eq!(pick(&anonymous, &req("https", "h", None, Some("alice"))), None);
+        assert_eq!(
+            pick(&anonymous, &req("https", "h", None, Some("alice"))),
+            None
+        );
     }
 
     #[test]
@@ -573,7 +666,10 @@ mod tests {
         assert_eq!(pick(&tokens, &req("https", "h", None, None)), None);
         let all = [token("all", "https://h", None, Role::All)];
         assert_eq!(pick(&all, &req("https", "h", None, None)), Some("all"));
-        assert_eq!(select(&tokens, &req("https", "h", None, None), Role::Feed, NOW).map(|t| t.id.as_str()), Some("feed"));
+        assert_eq!(
+            select(&tokens, &req("https", "h", None, None), Role::Feed, NOW).map(|t| t.id.as_str()),
+            Some("feed")
+        );
         assert!(Role::All.fits(Role::Api));
         assert!(!Role::Vcs.fits(Role::Api));
     }
@@ -603,16 +699,28 @@ mod tests {
             token("repo", "https://h/team/repo", None, Role::Vcs),
             newer,
         ];
-        assert_eq!(pick(&tokens, &req("https", "h", Some("team/repo.git"), None)), Some("repo"));
-        assert_eq!(pick(&tokens, &req("https", "h", Some("team/other.git"), None)), Some("team"));
-        assert_eq!(pick(&tokens, &req("https", "h", Some("solo/x.git"), None)), Some("newer"));
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("team/repo.git"), None)),
+            Some("repo")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("team/other.git"), None)),
+            Some("team")
+        );
+        assert_eq!(
+            pick(&tokens, &req("https", "h", Some("solo/x.git"), None)),
+            Some("newer")
+        );
     }
 
     #[test]
     fn scope_parsing_normalizes_and_refuses() {
         let s = Scope::parse("HTTPS://Code.Example.COM:443/team//repo/").expect("parses");
         assert_eq!(s.to_string(), "https://code.example.com/team/repo");
-        assert_eq!(Scope::parse("http://[::1]:8080").map(|s| s.to_string()), Ok("http://[::1]:8080".to_owned()));
+        assert_eq!(
+            Scope::parse("http://[::1]:8080").map(|s| s.to_string()),
+            Ok("http://[::1]:8080".to_owned())
+        );
         for bad in [
             "code.example.com",
             "ftp://h",
@@ -631,17 +739,37 @@ mod tests {
 
     #[test]
     fn expiry_parsing() {
-        assert_eq!(parse_expiry("2027-01-31", NOW), Ok(Some(datetime!(2027-01-31 00:00 UTC))));
+        assert_eq!(
+            parse_expiry("2027-01-31", NOW),
+            Ok(Some(datetime!(2027-01-31 00:00 UTC)))
+        );
         assert_eq!(
             parse_expiry("2027-01-31T10:00:00+02:00", NOW),
             Ok(Some(datetime!(2027-01-31 08:00 UTC)))
         );
-        assert_eq!(parse_expiry("90d", NOW), Ok(Some(NOW + time::Duration::days(90))));
-        assert_eq!(parse_expiry("12h", NOW), Ok(Some(NOW + time::Duration::hours(12))));
-        assert_eq!(parse_expiry("30m", NOW), Ok(Some(NOW + time::Duration::minutes(30))));
+        assert_eq!(
+            parse_expiry("90d", NOW),
+            Ok(Some(NOW + time::Duration::days(90)))
+        );
+        assert_eq!(
+            parse_expiry("12h", NOW),
+            Ok(Some(NOW + time::Duration::hours(12)))
+        );
+        assert_eq!(
+            parse_expiry("30m", NOW),
+            Ok(Some(NOW + time::Duration::minutes(30)))
+        );
         assert_eq!(parse_expiry("-1", NOW), Ok(None));
         assert_eq!(parse_expiry("never", NOW), Ok(None));
-        for bad in ["", "tomorrow", "0d", "d", "2027-13-01", "99999999999999999999d", "-5d"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "0d",
+            "d",
+            "2027-13-01",
+            "99999999999999999999d",
+            "-5d",
+        ] {
             assert!(parse_expiry(bad, NOW).is_err(), "{bad:?} should be refused");
         }
     }

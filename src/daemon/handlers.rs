@@ -2,8 +2,8 @@
 
 use super::Daemon;
 use crate::protocol::{
-    Credential, CredentialQuery, CredentialReport, NewToken, Request, Response, Status, TokenCounts,
-    TokenInfo,
+    Credential, CredentialQuery, CredentialReport, NewToken, Request, Response, Status,
+    TokenCounts, TokenInfo,
 };
 use crate::secret::Secret;
 use crate::token::{self, AuthKind, Role, Scope, TokenMeta, TokenState};
@@ -92,8 +92,13 @@ impl Daemon {
     }
 
     /// The active tokens fitting the report whose secret equals its password.
-    async fn token_with_secret(&self, report: &CredentialReport, role: Role) -> Result<Option<String>> {
-        let (Some(request), Some(password)) = (report_request(report), report.password.as_ref()) else {
+    async fn token_with_secret(
+        &self,
+        report: &CredentialReport,
+        role: Role,
+    ) -> Result<Option<String>> {
+        let (Some(request), Some(password)) = (report_request(report), report.password.as_ref())
+        else {
             return Ok(None);
         };
         let candidates: Vec<String> = {
@@ -124,7 +129,9 @@ impl Daemon {
                 let Some(t) = tokens.iter_mut().find(|t| t.id == id) else {
                     return Ok(false);
                 };
-                let stale = t.last_used.is_none_or(|last| at - last >= LAST_USED_GRANULARITY);
+                let stale = t
+                    .last_used
+                    .is_none_or(|last| at - last >= LAST_USED_GRANULARITY);
                 t.last_used = Some(at);
                 Ok(stale)
             })
@@ -132,7 +139,8 @@ impl Daemon {
             return Ok(Response::done());
         }
         let accept = self.config.lock().map(|c| c.accept_store).unwrap_or(false);
-        let (Some(username), Some(password)) = (report.username.clone(), report.password.clone()) else {
+        let (Some(username), Some(password)) = (report.username.clone(), report.password.clone())
+        else {
             return Ok(Response::done());
         };
         if !accept || self.ephemeral || password.is_empty() {
@@ -199,8 +207,14 @@ impl Daemon {
                 bail!("the username has control characters");
             }
         }
-        if username.is_none() && new.auth == AuthKind::Basic && matches!(new.role, Role::Vcs | Role::All) {
-            bail!("--user is required for a {} token presented with basic auth", new.role);
+        if username.is_none()
+            && new.auth == AuthKind::Basic
+            && matches!(new.role, Role::Vcs | Role::All)
+        {
+            bail!(
+                "--user is required for a {} token presented with basic auth",
+                new.role
+            );
         }
         check_secret(&new.secret)?;
         let id = self.fresh_id().await?;
@@ -244,7 +258,8 @@ impl Daemon {
         let tokens = self.tokens.read().await;
         for _ in 0..100 {
             let mut bytes = [0u8; 3];
-            rng.fill(&mut bytes).map_err(|_| anyhow!("the system random number generator failed"))?;
+            rng.fill(&mut bytes)
+                .map_err(|_| anyhow!("the system random number generator failed"))?;
             let id = format!("tw_{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2]);
             if !tokens.iter().any(|t| t.id == id) {
                 return Ok(id);
@@ -381,7 +396,10 @@ impl Daemon {
         if self.tokens.read().await.iter().any(|t| t.id == id) {
             Ok(())
         } else {
-            bail!("no token with id '{}' (see 'tokenward token list --all')", token::printable(id))
+            bail!(
+                "no token with id '{}' (see 'tokenward token list --all')",
+                token::printable(id)
+            )
         }
     }
 
@@ -411,14 +429,24 @@ impl Daemon {
 }
 
 fn to_request(query: &CredentialQuery) -> Option<token::Request> {
-    token::Request::new(&query.protocol, &query.host, query.path.as_deref(), query.username.as_deref())
+    token::Request::new(
+        &query.protocol,
+        &query.host,
+        query.path.as_deref(),
+        query.username.as_deref(),
+    )
 }
 
 fn report_request(report: &CredentialReport) -> Option<token::Request> {
     if report.protocol.is_empty() || report.host.is_empty() {
         return None;
     }
-    token::Request::new(&report.protocol, &report.host, report.path.as_deref(), report.username.as_deref())
+    token::Request::new(
+        &report.protocol,
+        &report.host,
+        report.path.as_deref(),
+        report.username.as_deref(),
+    )
 }
 
 fn check_secret(secret: &Secret) -> Result<()> {
@@ -453,7 +481,9 @@ pub(super) fn env_tokens() -> Result<Vec<TokenMeta>> {
     let url = std::env::var("TOKENWARD_URL")
         .ok()
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| anyhow!("TOKENWARD_TOKEN is set but TOKENWARD_URL is not: a token needs a scope"))?;
+        .ok_or_else(|| {
+            anyhow!("TOKENWARD_TOKEN is set but TOKENWARD_URL is not: a token needs a scope")
+        })?;
     let scope = Scope::parse(&url)?;
     let role = match std::env::var("TOKENWARD_ROLE") {
         Ok(r) if !r.is_empty() => r.parse::<Role>().map_err(|e| anyhow!(e))?,
@@ -466,7 +496,9 @@ pub(super) fn env_tokens() -> Result<Vec<TokenMeta>> {
     Ok(vec![TokenMeta {
         id: ENV_TOKEN_ID.to_owned(),
         url: scope.to_string(),
-        username: std::env::var("TOKENWARD_USERNAME").ok().filter(|u| !u.is_empty()),
+        username: std::env::var("TOKENWARD_USERNAME")
+            .ok()
+            .filter(|u| !u.is_empty()),
         role,
         expires: None,
         label: "from the environment".to_owned(),

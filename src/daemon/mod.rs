@@ -71,8 +71,14 @@ pub async fn run(options: DaemonOptions) -> Result<()> {
         crate::index::load(&dirs.index_file())?
     };
     if vault.is_locked() {
-        if let Some(passphrase) = std::env::var("TOKENWARD_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
-            vault.unlock(&Secret::new(passphrase)).await.context("cannot unlock the file vault")?;
+        if let Some(passphrase) = std::env::var("TOKENWARD_PASSPHRASE")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            vault
+                .unlock(&Secret::new(passphrase))
+                .await
+                .context("cannot unlock the file vault")?;
         }
     }
     let fingerprints = Fingerprinter::load_or_create(&dirs.fingerprint_key_file())?;
@@ -156,15 +162,18 @@ impl Daemon {
             let response = match read {
                 Ok(0) => break,
                 Ok(_) if line.last() != Some(&b'\n') => {
-                    // Over the limit, or the peer closed mid-line: answer and
-                    // close, since the rest of the stream has no known framing.
-                    let too_long = line.len() >= MAX_LINE;
-                    wipe(&mut line);
-                    if too_long {
-                        let answer = Response::error(DecodeError::TooLong.to_string());
-                        let _ = writer.write_all(&encode_line(&answer)).await;
+                    if line.len() < MAX_LINE {
+                        // The peer closed mid-line.
+                        wipe(&mut line);
+                        break;
                     }
-                    break;
+                    wipe(&mut line);
+                    // Skip the rest of the oversized line so that the
+                    // client can finish writing and read the answer.
+                    if !skip_line(&mut reader).await {
+                        break;
+                    }
+                    Response::error(DecodeError::TooLong.to_string())
                 }
                 Ok(_) => {
                     let request = decode_request(&line[..line.len() - 1]);
@@ -188,6 +197,33 @@ impl Daemon {
         }
     }
 }
+
+/// Reads and drops bytes up to the next newline, at most [`MAX_SKIP`];
+/// false when the line did not end (closed, or too much junk).
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> bool {
+    let mut skipped = 0usize;
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(chunk) => chunk,
+        };
+        let (used, found) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        reader.consume(used);
+        skipped += used;
+        if found {
+            return true;
+        }
+        if skipped > MAX_SKIP {
+            return false;
+        }
+    }
+}
+
+/// How much of an oversized line the daemon reads past before giving up.
+const MAX_SKIP: usize = 16 * 1024 * 1024;
 
 /// Request and response lines may carry secrets.
 fn wipe(buffer: &mut Vec<u8>) {

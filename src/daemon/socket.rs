@@ -15,11 +15,13 @@ use std::path::Path;
 
 /// Makes sure `dir` exists, belongs to us and is private.
 pub fn check_private_dir(dir: &Path) -> Result<()> {
-    create_private_dir(dir).with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+    create_private_dir(dir)
+        .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
         let me = crate::paths::current_uid();
         if meta.uid() != me {
             bail!(
@@ -48,7 +50,10 @@ pub fn bind(path: &Path) -> Result<Listener> {
     check_private_dir(dir)?;
     if path.exists() {
         if crate::client::Client::connect(path).is_ok() {
-            bail!("another tokenward daemon is already listening on {}", path.display());
+            bail!(
+                "another tokenward daemon is already listening on {}",
+                path.display()
+            );
         }
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;

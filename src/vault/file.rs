@@ -69,9 +69,9 @@ impl FileStore {
 
     fn read(&self) -> Result<Option<VaultFile>, VaultError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|_| VaultError::Corrupt(format!("{} is not a tokenward vault", self.path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+                VaultError::Corrupt(format!("{} is not a tokenward vault", self.path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(&self.path, &e)),
         }
@@ -88,7 +88,11 @@ impl FileStore {
         self.rng.fill(&mut nonce).map_err(|_| rng_failed())?;
         let mut buffer = Zeroizing::new(plaintext.to_vec());
         aead_key(key)
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut *buffer)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut *buffer,
+            )
             .map_err(|_| VaultError::Corrupt("encryption failed".to_owned()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buffer);
@@ -229,13 +233,16 @@ impl SecretStore for FileStore {
 
     fn get(&self, id: &str) -> Result<Secret, VaultError> {
         let key = self.key()?;
-        let file = self.read()?.ok_or_else(|| VaultError::NotFound(id.to_owned()))?;
+        let file = self
+            .read()?
+            .ok_or_else(|| VaultError::NotFound(id.to_owned()))?;
         let sealed = file
             .entries
             .get(id)
             .ok_or_else(|| VaultError::NotFound(id.to_owned()))?;
-        let plaintext = FileStore::open(&key, id.as_bytes(), sealed)
-            .map_err(|()| VaultError::Corrupt(format!("the entry for {id} failed authentication")))?;
+        let plaintext = FileStore::open(&key, id.as_bytes(), sealed).map_err(|()| {
+            VaultError::Corrupt(format!("the entry for {id} failed authentication"))
+        })?;
         let text = std::str::from_utf8(&plaintext)
             .map_err(|_| VaultError::Corrupt(format!("the entry for {id} is not text")))?;
         Ok(Secret::from(text))
@@ -274,7 +281,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let vault = store(&dir);
         assert!(matches!(vault.get("a"), Err(VaultError::Locked)));
-        vault.unlock(&Secret::from("correct horse")).expect("unlock creates");
+        vault
+            .unlock(&Secret::from("correct horse"))
+            .expect("unlock creates");
         vault.set("tw_a", &Secret::from("s3cret-a")).expect("set");
         vault.set("tw_b", &Secret::from("s3cret-b")).expect("set");
         assert_eq!(vault.get("tw_a").expect("get").expose(), "s3cret-a");
@@ -283,7 +292,9 @@ mod tests {
 
         let reopened = store(&dir);
         assert!(reopened.is_locked());
-        reopened.unlock(&Secret::from("correct horse")).expect("unlock");
+        reopened
+            .unlock(&Secret::from("correct horse"))
+            .expect("unlock");
         assert_eq!(reopened.get("tw_b").expect("get").expose(), "s3cret-b");
         reopened.delete("tw_b").expect("delete");
         assert!(matches!(reopened.get("tw_b"), Err(VaultError::NotFound(_))));
@@ -296,7 +307,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         store(&dir).unlock(&Secret::from("right")).expect("create");
         let vault = store(&dir);
-        assert!(matches!(vault.unlock(&Secret::from("wrong")), Err(VaultError::WrongPassphrase)));
+        assert!(matches!(
+            vault.unlock(&Secret::from("wrong")),
+            Err(VaultError::WrongPassphrase)
+        ));
         assert!(vault.is_locked());
     }
 
@@ -308,7 +322,8 @@ mod tests {
         vault.set("tw_a", &Secret::from("secret-a")).expect("set");
         vault.set("tw_b", &Secret::from("secret-b")).expect("set");
         let path = dir.path().join("vault.json");
-        let mut file: VaultFile = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
+        let mut file: VaultFile =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
 
         // One flipped bit in the ciphertext.
         let mut sealed = file.entries["tw_a"].clone().into_bytes();
@@ -332,7 +347,10 @@ mod tests {
         let path = dir.path().join("vault.json");
         std::fs::write(&path, b"not json").expect("write");
         let vault = store(&dir);
-        assert!(matches!(vault.unlock(&Secret::from("pw")), Err(VaultError::Corrupt(_))));
+        assert!(matches!(
+            vault.unlock(&Secret::from("pw")),
+            Err(VaultError::Corrupt(_))
+        ));
         assert_eq!(std::fs::read(&path).expect("read"), b"not json");
     }
 }

@@ -29,7 +29,7 @@ impl KeyringStore {
     fn unavailable(&self, error: &KeyringError) -> VaultError {
         VaultError::Unavailable {
             backend: self.name,
-            reason: one_line(error),
+            reason: with_hint(self.name, error),
         }
     }
 
@@ -42,9 +42,30 @@ impl KeyringStore {
     }
 }
 
+/// A locked Secret Service collection answers with an opaque error; say
+/// what usually causes it.
+fn with_hint(backend: &str, error: &KeyringError) -> String {
+    let text = one_line(error);
+    if backend == "secret-service"
+        && matches!(
+            error,
+            KeyringError::NoStorageAccess(_) | KeyringError::PlatformFailure(_)
+        )
+    {
+        format!("{text} (is the keyring locked, or is no Secret Service running?)")
+    } else {
+        text
+    }
+}
+
 /// The error's text on one line; keyring errors never include the secret.
 fn one_line(error: &KeyringError) -> String {
-    error.to_string().lines().next().unwrap_or("unknown error").to_owned()
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or("unknown error")
+        .to_owned()
 }
 
 impl SecretStore for KeyringStore {
@@ -119,7 +140,7 @@ pub async fn open_platform(timeout: Duration) -> Result<Arc<dyn SecretStore>, Va
 fn build(name: &'static str) -> Result<KeyringStore, VaultError> {
     let fail = |e: KeyringError| VaultError::Unavailable {
         backend: name,
-        reason: one_line(&e),
+        reason: with_hint(name, &e),
     };
     let unsupported = || VaultError::Unavailable {
         backend: name,

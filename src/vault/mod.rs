@@ -30,7 +30,10 @@ pub enum VaultError {
     #[error("the {backend} vault did not answer within {seconds} s (locked keyring waiting for a prompt?)")]
     Timeout { backend: &'static str, seconds: u64 },
     #[error("the {backend} vault is unavailable: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
     #[error("the vault file is corrupt or was tampered with: {0}")]
     Corrupt(String),
     #[error("the {0} backend cannot be locked or unlocked")]
@@ -251,7 +254,10 @@ mod tests {
         let vault = Vault::new(Arc::new(Hanging), Duration::from_millis(200));
         let started = std::time::Instant::now();
         let result = vault.get("x").await;
-        assert!(matches!(result, Err(VaultError::Timeout { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(VaultError::Timeout { .. })),
+            "{result:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
@@ -260,8 +266,14 @@ mod tests {
         let store = EnvStore {
             secret: Some(Secret::from("t")),
         };
-        assert_eq!(store.get(ENV_TOKEN_ID).map(|s| s.expose().to_owned()).ok(), Some("t".to_owned()));
-        assert!(matches!(store.set("x", &Secret::from("y")), Err(VaultError::ReadOnly(_))));
+        assert_eq!(
+            store.get(ENV_TOKEN_ID).map(|s| s.expose().to_owned()).ok(),
+            Some("t".to_owned())
+        );
+        assert!(matches!(
+            store.set("x", &Secret::from("y")),
+            Err(VaultError::ReadOnly(_))
+        ));
         assert!(matches!(store.get("other"), Err(VaultError::NotFound(_))));
     }
 }

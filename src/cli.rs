@@ -46,6 +46,43 @@ pub enum Command {
     Unlock,
     /// Lock the file vault and forget cached secrets.
     Lock,
+    /// Point git (credential.helper) or hg (the extension) at tokenward.
+    Setup {
+        tool: Tool,
+        /// git: the user's global config instead of the current repository's.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Undo `setup`, restoring what was configured before.
+    Unsetup {
+        tool: Tool,
+        #[arg(long)]
+        global: bool,
+    },
+    /// The authenticating relay (a local reverse proxy).
+    #[command(subcommand)]
+    Relay(RelayCommand),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Tool {
+    Git,
+    Hg,
+}
+
+#[derive(Subcommand)]
+pub enum RelayCommand {
+    /// Serve in the foreground (with TOKENWARD_TOKEN set: CI mode, no daemon).
+    Serve {
+        /// The server: http(s)://host[:port][/base]
+        upstream: String,
+        /// Loopback address to listen on, e.g. 127.0.0.1:8765 (port 0: any free port).
+        #[arg(long)]
+        listen: String,
+        /// Trust this PEM CA bundle instead of the system roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,7 +158,27 @@ pub fn run(command: Command) -> Result<()> {
             println!("the vault is locked");
             Ok(())
         }
+        Command::Setup { tool: Tool::Git, global } => print_done(crate::setup::setup_git(global)),
+        Command::Unsetup { tool: Tool::Git, global } => print_done(crate::setup::unsetup_git(global)),
+        Command::Setup { tool: Tool::Hg, .. } => {
+            let path = crate::hgsetup::default_extension_path();
+            crate::hgsetup::install_extension(&path)?;
+            print_done(crate::hgsetup::setup_hg(&path))
+        }
+        Command::Unsetup { tool: Tool::Hg, .. } => print_done(crate::hgsetup::unsetup_hg()),
+        Command::Relay(RelayCommand::Serve { upstream, listen, ca_file }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::relay::run_serve(&upstream, &listen, ca_file.as_deref()))
+        }
     }
+}
+
+fn print_done(result: Result<String>) -> Result<()> {
+    println!("{}", result?);
+    Ok(())
 }
 
 /// The daemon's socket, starting the daemon first when `autostart`.

@@ -8,6 +8,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon { detached } => run_daemon(detached),
+        command @ Command::Relay(_) => init_logging(false).and_then(|()| cli::run(command)),
         command => cli::run(command),
     };
     if let Err(e) = result {

@@ -474,3 +474,27 @@ fn start_stop_status_as_a_user_would() {
     );
     assert!(home.tokenward(&["stop"]).status.success());
 }
+
+#[test]
+fn socket_activation_uses_the_passed_listener() {
+    let home = TestHome::new("file");
+    let mut command = home.command("systemd-socket-activate");
+    command.arg("-l").arg(&home.socket);
+    for key in ["TOKENWARD_HOME", "TOKENWARD_SOCKET", "TOKENWARD_BACKEND", "TOKENWARD_PASSPHRASE", "HOME"] {
+        command.arg(format!("-E{key}"));
+    }
+    let mut activator = command
+        .arg(common::tokenward_bin())
+        .arg("daemon")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (apt-get install systemd)");
+    assert!(common::wait_until(Duration::from_secs(5), || home.socket.exists()));
+    // The first connection makes the activator exec the daemon with fd 3.
+    let id = home.add_token("https://h.example", Some("alice"), SECRET, &[]);
+    assert_eq!(home.get_secret("https", "h.example", None).as_deref(), Some(SECRET));
+    assert!(home.list_json(false).iter().any(|t| t["id"] == id.as_str()));
+    assert!(home.tokenward(&["stop"]).status.success());
+    assert!(common::wait_until(Duration::from_secs(5), || matches!(activator.try_wait(), Ok(Some(_)))));
+    common::stop_pid(&mut activator);
+}

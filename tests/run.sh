@@ -21,6 +21,7 @@ declare -A packages=(
   [/usr/bin/curl]=curl
   [/usr/bin/setpriv]=util-linux
   [/usr/bin/git]=git
+  [/usr/bin/systemd-socket-activate]=systemd
 )
 missing=()
 for file in "${!packages[@]}"; do

@@ -42,12 +42,16 @@ pub fn check_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Binds the socket at `path`, reclaiming a stale one.
+/// Binds the socket at `path`, reclaiming a stale one, or takes the one
+/// systemd passed (socket activation).
 pub fn bind(path: &Path) -> Result<Listener> {
     let dir = path
         .parent()
         .with_context(|| format!("the socket path {} has no directory", path.display()))?;
     check_private_dir(dir)?;
+    if let Some(listener) = activated_listener()? {
+        return Ok(listener);
+    }
     if path.exists() {
         if crate::client::Client::connect(path).is_ok() {
             bail!(
@@ -73,6 +77,34 @@ pub fn bind(path: &Path) -> Result<Listener> {
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
     Ok(listener)
+}
+
+/// systemd's socket activation: when `LISTEN_PID` names this process and
+/// `LISTEN_FDS` is at least 1, the listening socket is fd 3. systemd owns
+/// the socket file, so it is not removed at exit.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn activated_listener() -> Result<Option<Listener>> {
+    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    const SD_LISTEN_FDS_START: i32 = 3;
+    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
+    if !ours || count < 1 {
+        return Ok(None);
+    }
+    // SAFETY: LISTEN_PID says systemd passed these descriptors to this very
+    // process, starting at fd 3; nothing else in the process has taken
+    // ownership of fd 3, and we take it exactly once (here, at start-up).
+    let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+    let listener = UdsListener::try_from(fd).context("the socket passed by systemd is not usable")?;
+    tracing::info!("using the socket passed by systemd");
+    Ok(Some(listener.into()))
+}
+
+#[cfg(not(unix))]
+fn activated_listener() -> Result<Option<Listener>> {
+    Ok(None)
 }
 
 /// Whether the connection comes from our own uid. Unknown means no.

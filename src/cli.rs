@@ -83,6 +83,22 @@ pub enum RelayCommand {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Keep a relay in the config; the daemon runs it from now on.
+    Add {
+        upstream: String,
+        /// Loopback address to listen on (default: a free port on 127.0.0.1, fixed now).
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// The daemon's relays with what they served.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a relay and forget it.
+    Rm { id: String },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +189,44 @@ pub fn run(command: Command) -> Result<()> {
                 .build()?;
             runtime.block_on(crate::relay::run_serve(&upstream, &listen, ca_file.as_deref()))
         }
+        Command::Relay(RelayCommand::Add { upstream, listen, ca_file }) => {
+            let ca_file = match ca_file {
+                Some(path) => Some(
+                    std::fs::canonicalize(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .display()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let response = connect(true)?.call(Request::RelayAdd { upstream, listen, ca_file })?;
+            for relay in response.relays.unwrap_or_default() {
+                println!("relay {}: http://{} -> {}", relay.id, relay.listen, relay.upstream);
+            }
+            Ok(())
+        }
+        Command::Relay(RelayCommand::List { json }) => {
+            let relays = connect(true)?.call(Request::RelayList)?.relays.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&relays)?);
+            } else if relays.is_empty() {
+                println!("no relays (add one with 'tokenward relay add https://your.server')");
+            }
+            for relay in relays.iter().filter(|_| !json) {
+                println!(
+                    "{}  http://{} -> {}  {} requests, {} bytes up, {} bytes down{}",
+                    relay.id,
+                    relay.listen,
+                    relay.upstream,
+                    relay.requests,
+                    relay.bytes_up,
+                    relay.bytes_down,
+                    relay.error.as_deref().map(|e| format!("  ERROR: {e}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Relay(RelayCommand::Rm { id }) => simple(Request::RelayRemove { id: id.clone() }, &format!("removed relay {id}")),
     }
 }
 

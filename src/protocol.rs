@@ -80,6 +80,19 @@ pub enum Request {
     Unlock {
         passphrase: Secret,
     },
+    /// Keep a relay in the config and run it (`listen` defaults to a free
+    /// loopback port, fixed at add time).
+    RelayAdd {
+        upstream: String,
+        #[serde(default)]
+        listen: Option<String>,
+        #[serde(default)]
+        ca_file: Option<String>,
+    },
+    RelayList,
+    RelayRemove {
+        id: String,
+    },
     Lock,
     Stop,
 }
@@ -195,6 +208,8 @@ pub struct Response {
     pub tokens: Option<Vec<TokenInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<Status>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relays: Option<Vec<RelayStatus>>,
 }
 
 impl Response {
@@ -300,6 +315,9 @@ const KNOWN_OPS: &[&str] = &[
     "rotate",
     "status",
     "unlock",
+    "relay_add",
+    "relay_list",
+    "relay_remove",
     "lock",
     "stop",
 ];

@@ -10,6 +10,7 @@ use crate::token::{self, AuthKind, Role, Scope, TokenMeta, TokenState};
 use crate::vault::{VaultError, ENV_TOKEN_ID};
 use anyhow::{anyhow, bail, Result};
 use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// `last_used` is written back at most this often per token, so that a busy
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 const LAST_USED_GRANULARITY: time::Duration = time::Duration::minutes(1);
 
 impl Daemon {
-    pub(super) async fn handle(&self, request: Request) -> Response {
+    pub(super) async fn handle(self: &Arc<Self>, request: Request) -> Response {
         let result = match request {
             Request::Get(query) => self.get(&query, Role::Vcs).await,
             Request::GetForRole { query, role } => self.get(&query, role).await,
@@ -31,6 +32,16 @@ impl Daemon {
             Request::Status => Ok(self.status().await),
             Request::Unlock { passphrase } => self.unlock(passphrase).await,
             Request::Lock => self.lock().await,
+            Request::RelayAdd {
+                upstream,
+                listen,
+                ca_file,
+            } => self.relay_add(upstream, listen, ca_file).await,
+            Request::RelayList => Ok(Response {
+                relays: Some(self.relay_statuses()),
+                ..Response::done()
+            }),
+            Request::RelayRemove { id } => self.relay_remove(&id).await,
             Request::Stop => {
                 let _ = self.shutdown.send(true);
                 Ok(Response::done())
@@ -40,29 +51,38 @@ impl Daemon {
     }
 
     async fn get(&self, query: &CredentialQuery, role: Role) -> Result<Response> {
+        Ok(Response {
+            credential: self.credential_for(query, role).await?,
+            ..Response::done()
+        })
+    }
+
+    /// The credential of the token that fits `query` for `role`, if any.
+    pub(super) async fn credential_for(
+        &self,
+        query: &CredentialQuery,
+        role: Role,
+    ) -> Result<Option<Credential>> {
         let Some(request) = to_request(query) else {
-            return Ok(Response::done());
+            return Ok(None);
         };
         let chosen = {
             let tokens = self.tokens.read().await;
             token::select(tokens.iter(), &request, role, now()).cloned()
         };
         let Some(meta) = chosen else {
-            tracing::debug!(host = %request.host, "no token matches");
-            return Ok(Response::done());
+            tracing::debug!(host = %request.host, role = %role, "no token matches");
+            return Ok(None);
         };
         let password = self.secret(&meta.id).await?;
         tracing::debug!(id = %meta.id, fingerprint = %self.fingerprints.of(&password), "handing out a token");
-        Ok(Response {
-            credential: Some(Credential {
-                id: meta.id,
-                username: meta.username,
-                password,
-                auth: meta.auth,
-                expires: meta.expires,
-            }),
-            ..Response::done()
-        })
+        Ok(Some(Credential {
+            id: meta.id,
+            username: meta.username,
+            password,
+            auth: meta.auth,
+            expires: meta.expires,
+        }))
     }
 
     /// The secret for `id`, from the cache or else the vault.
@@ -168,7 +188,7 @@ impl Daemon {
         Ok(Response::done())
     }
 
-    async fn reject(&self, report: CredentialReport) -> Result<Response> {
+    pub(super) async fn reject(&self, report: CredentialReport) -> Result<Response> {
         let Some(request) = report_request(&report) else {
             return Ok(Response::done());
         };
@@ -377,7 +397,7 @@ impl Daemon {
                 persistence: self.vault.persistence().describe().to_owned(),
                 locked: self.vault.is_locked(),
                 tokens: counts,
-                relays: Vec::new(),
+                relays: self.relay_statuses(),
                 socket: self.socket_path.display().to_string(),
                 data_dir: self.dirs.data.display().to_string(),
             })),

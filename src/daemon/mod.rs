@@ -13,6 +13,7 @@
 //! removes the socket and returns.
 
 mod handlers;
+mod relays;
 mod socket;
 
 pub use socket::check_private_dir;
@@ -43,6 +44,7 @@ pub struct Daemon {
     tokens: RwLock<Vec<TokenMeta>>,
     cache: Mutex<HashMap<String, Secret>>,
     fingerprints: Fingerprinter,
+    relays: Mutex<Vec<relays::RunningRelay>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -93,8 +95,10 @@ pub async fn run(options: DaemonOptions) -> Result<()> {
         tokens: RwLock::new(tokens),
         cache: Mutex::new(HashMap::new()),
         fingerprints,
+        relays: Mutex::new(Vec::new()),
         shutdown,
     });
+    daemon.start_configured_relays().await;
     tracing::info!(
         socket = %options.socket_path.display(),
         backend = daemon.vault.name(),
@@ -119,6 +123,7 @@ pub async fn run(options: DaemonOptions) -> Result<()> {
         }
     }
     signals.abort();
+    daemon.stop_relays();
     drop(listener);
     tracing::info!("tokenward daemon stopped");
     Ok(())

@@ -108,7 +108,7 @@ impl FileStore {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ())?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plaintext_len = aead_key(key)
-            .open_in_place(nonce, Aad::from(aad), &mut *buffer)
+            .open_in_place(nonce, Aad::from(aad), &mut buffer)
             .map_err(|_| ())?
             .len();
         buffer.truncate(plaintext_len);

@@ -5,14 +5,17 @@
 //! ([`token`]), the daemon's wire protocol ([`protocol`]), git's credential
 //! protocol ([`gitcred`]), where the socket lives ([`paths`]) and a blocking
 //! client ([`client`]). The `daemon` feature adds the vault backends, the
+//! index file, the daemon, the relay and the CLI.
 
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod gitcred;
 pub mod paths;
 pub mod protocol;
 pub mod secret;
 pub mod token;
+
 
 #[cfg(feature = "daemon")]
 pub mod atomic;
@@ -26,5 +29,7 @@ pub mod daemon;
 pub mod fingerprint;
 #[cfg(feature = "daemon")]
 pub mod index;
+#[cfg(feature = "daemon")]
+pub mod setup;
 #[cfg(feature = "daemon")]
 pub mod vault;

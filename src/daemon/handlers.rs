@@ -111,11 +111,13 @@ impl Daemon {
         }
     }
 
-    /// The active tokens fitting the report whose secret equals its password.
+    /// The active token fitting the report whose secret equals its
+    /// password; `role` None accepts any role (a relay reports 401s for
+    /// web, api and feed tokens too).
     async fn token_with_secret(
         &self,
         report: &CredentialReport,
-        role: Role,
+        role: Option<Role>,
     ) -> Result<Option<String>> {
         let (Some(request), Some(password)) = (report_request(report), report.password.as_ref())
         else {
@@ -126,7 +128,10 @@ impl Daemon {
             let at = now();
             tokens
                 .iter()
-                .filter(|t| Scope::parse(&t.url).is_ok_and(|s| request.fits(t, &s, role, at)))
+                .filter(|t| {
+                    let wanted = role.unwrap_or(t.role);
+                    Scope::parse(&t.url).is_ok_and(|s| request.fits(t, &s, wanted, at))
+                })
                 .map(|t| t.id.clone())
                 .collect()
         };
@@ -143,7 +148,7 @@ impl Daemon {
         if report_request(&report).is_none() {
             return Ok(Response::done());
         }
-        if let Some(id) = self.token_with_secret(&report, Role::Vcs).await? {
+        if let Some(id) = self.token_with_secret(&report, Some(Role::Vcs)).await? {
             let at = now();
             self.change(|tokens| {
                 let Some(t) = tokens.iter_mut().find(|t| t.id == id) else {
@@ -192,7 +197,7 @@ impl Daemon {
         let Some(request) = report_request(&report) else {
             return Ok(Response::done());
         };
-        let id = match self.token_with_secret(&report, Role::All).await? {
+        let id = match self.token_with_secret(&report, None).await? {
             Some(id) => Some(id),
             // Without a password (or with one we never handed out), reject
             // what a get would have answered.

@@ -5,6 +5,8 @@
 //! Every test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use serde_json::Value;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -28,6 +28,8 @@ pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod fingerprint;
 #[cfg(feature = "daemon")]
+pub mod hgsetup;
+#[cfg(feature = "daemon")]
 pub mod index;
 #[cfg(feature = "daemon")]
 pub mod setup;

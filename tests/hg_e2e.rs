@@ -235,6 +235,58 @@ fn python_unit_tests(hg_bin: &Path) {
     assert!(stderr.contains("\nOK"), "{stderr}");
 }
 
+/// hg sends Content-Length bodies (git sends chunked ones): a push of a
+/// 1 MiB file through a daemon-run relay, with no extension and no [auth]
+/// in hg at all.
+fn push_through_the_relay(hg_bin: &Path) {
+    let web = server();
+    let mut home = TestHome::new("file");
+    let hgrc = home.user_home.join(".hgrc");
+    std::fs::write(&hgrc, "").expect("empty hgrc");
+    home.set_env("HGRCPATH", &hgrc);
+    home.set_env("HGPLAIN", "1");
+    home.set_env("HGUSER", "test <test@example.com>");
+    home.start_daemon();
+    home.add_token(&web.base, Some("alice"), RIGHT, &[]);
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let add = home.tokenward(&["relay", "add", &web.base, "--listen", &listen]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    let url = format!("http://{listen}/{REPO}");
+    ok(hg(&home, hg_bin, &["clone", &url, "relayed"]));
+    let clone = home.user_home.join("relayed");
+    big_file(&clone.join("big.bin"));
+    let clone_arg = clone.to_string_lossy().into_owned();
+    ok(hg(&home, hg_bin, &["--cwd", &clone_arg, "add", "big.bin"]));
+    ok(hg(
+        &home,
+        hg_bin,
+        &["-R", &clone_arg, "commit", "-m", "through the relay"],
+    ));
+    ok(hg(&home, hg_bin, &["-R", &clone_arg, "push"]));
+
+    let served = Command::new("/usr/bin/hg")
+        .arg("--cwd")
+        .arg(web.repo_dir(REPO))
+        .args(["cat", "-r", "tip", "big.bin"])
+        .env("HGRCPATH", "")
+        .output()
+        .expect("hg cat");
+    assert_eq!(
+        served.stdout.len(),
+        1 << 20,
+        "the server has the pushed file"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("status");
+    let up = status["relays"][0]["bytes_up"].as_u64().unwrap_or(0);
+    assert!(up >= 1 << 20, "the push went through the relay: {status}");
+}
+
 macro_rules! for_both_hg {
     ($($name:ident),*) => {
         mod hg6 { $( #[test] fn $name() { super::$name(&super::hgweb::hg6()); } )* }
@@ -247,5 +299,6 @@ for_both_hg!(
     wrong_token_is_rejected,
     ci_mode,
     daemon_down,
-    python_unit_tests
+    python_unit_tests,
+    push_through_the_relay
 );

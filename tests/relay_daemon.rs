@@ -17,7 +17,11 @@ fn daemon_runs_kept_relays_across_restarts() {
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let add = home.tokenward(&["relay", "add", &server.base_url(), "--listen", &listen]);
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     let id = String::from_utf8_lossy(&add.stdout)
         .split_whitespace()
         .nth(1)
@@ -33,12 +37,20 @@ fn daemon_runs_kept_relays_across_restarts() {
             .expect("git clone")
     };
     let first = clone(&home, "one");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(server.access_log().iter().any(|l| l.user == "alice"));
 
     home.restart_daemon();
     let second = clone(&home, "two");
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let status: serde_json::Value =
         serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("status json");
     let relay = &status["relays"][0];
@@ -48,10 +60,15 @@ fn daemon_runs_kept_relays_across_restarts() {
     assert!(relay["bytes_down"].as_u64().unwrap_or(0) > 0, "{relay}");
 
     let rm = home.tokenward(&["relay", "rm", &id]);
-    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
-    assert!(common::wait_until(std::time::Duration::from_secs(5), || {
-        std::net::TcpStream::connect(&listen).is_err()
-    }));
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || { std::net::TcpStream::connect(&listen).is_err() }
+    ));
     home.restart_daemon();
     let list = home.tokenward(&["relay", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod ci;
 pub mod client;
 pub mod gitcred;
 pub mod paths;

@@ -480,7 +480,13 @@ fn socket_activation_uses_the_passed_listener() {
     let home = TestHome::new("file");
     let mut command = home.command("systemd-socket-activate");
     command.arg("-l").arg(&home.socket);
-    for key in ["TOKENWARD_HOME", "TOKENWARD_SOCKET", "TOKENWARD_BACKEND", "TOKENWARD_PASSPHRASE", "HOME"] {
+    for key in [
+        "TOKENWARD_HOME",
+        "TOKENWARD_SOCKET",
+        "TOKENWARD_BACKEND",
+        "TOKENWARD_PASSPHRASE",
+        "HOME",
+    ] {
         command.arg(format!("-E{key}"));
     }
     let mut activator = command
@@ -489,12 +495,63 @@ fn socket_activation_uses_the_passed_listener() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("systemd-socket-activate (apt-get install systemd)");
-    assert!(common::wait_until(Duration::from_secs(5), || home.socket.exists()));
+    assert!(common::wait_until(Duration::from_secs(5), || home
+        .socket
+        .exists()));
     // The first connection makes the activator exec the daemon with fd 3.
     let id = home.add_token("https://h.example", Some("alice"), SECRET, &[]);
-    assert_eq!(home.get_secret("https", "h.example", None).as_deref(), Some(SECRET));
+    assert_eq!(
+        home.get_secret("https", "h.example", None).as_deref(),
+        Some(SECRET)
+    );
     assert!(home.list_json(false).iter().any(|t| t["id"] == id.as_str()));
     assert!(home.tokenward(&["stop"]).status.success());
-    assert!(common::wait_until(Duration::from_secs(5), || matches!(activator.try_wait(), Ok(Some(_)))));
+    assert!(common::wait_until(Duration::from_secs(5), || matches!(
+        activator.try_wait(),
+        Ok(Some(_))
+    )));
     common::stop_pid(&mut activator);
+}
+
+#[test]
+fn env_backend_serves_one_scoped_token_and_writes_nothing() {
+    let mut home = TestHome::new("env");
+    home.set_env("TOKENWARD_TOKEN", SECRET);
+    home.set_env("TOKENWARD_URL", "https://ci.example/team");
+    home.set_env("TOKENWARD_USERNAME", "ci-bot");
+    home.start_daemon();
+    assert_eq!(
+        home.get_secret("https", "ci.example", Some("team/repo.git"))
+            .as_deref(),
+        Some(SECRET)
+    );
+    assert_eq!(
+        home.get_secret("https", "ci.example", Some("other/repo.git")),
+        None
+    );
+    assert_eq!(
+        home.get_secret("http", "ci.example", Some("team/repo.git")),
+        None
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(status["backend"], "env");
+    assert_eq!(status["persistence"], "never written");
+    let refused = home.tokenward_with_stdin(&["token", "add", "https://h", "--user", "u"], "x");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read-only"));
+    assert!(!home.home.join("data/index.json").exists());
+    assert!(home.files_containing(SECRET).is_empty());
+    home.stop_daemon();
+
+    // A token without a scope is refused outright.
+    let mut unscoped = TestHome::new("env");
+    unscoped.set_env("TOKENWARD_TOKEN", SECRET);
+    let out = unscoped
+        .command(common::tokenward_bin())
+        .arg("daemon")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOKENWARD_URL"));
 }

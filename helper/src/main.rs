@@ -25,7 +25,7 @@ use tokenward::client::{Client, ClientError};
 use tokenward::gitcred::{self, Answer, Context};
 use tokenward::protocol::{Credential, Request};
 use tokenward::secret::Secret;
-use tokenward::token::{self, AuthKind, Role, TokenMeta, TokenState};
+use tokenward::token::{self, Role};
 
 const NAME: &str = "git-credential-tokenward";
 
@@ -77,10 +77,6 @@ fn read_request() -> Option<Context> {
     }
 }
 
-fn ci_token() -> Option<Secret> {
-    std::env::var_os("TOKENWARD_TOKEN").map(|t| Secret::new(t.to_string_lossy().into_owned()))
-}
-
 fn get() {
     let Some(context) = read_request() else {
         return;
@@ -94,8 +90,8 @@ fn get() {
     let Some(request) = context.token_request() else {
         return;
     };
-    if let Some(secret) = ci_token() {
-        ci_get(&context, &request, secret);
+    if tokenward::ci::is_active() {
+        ci_get(&context, &request);
         return;
     }
     let Some(query) = context.query() else { return };
@@ -138,7 +134,7 @@ fn answer(credential: &Credential, git_username: Option<&str>, request: &token::
         if left < EXPIRY_WARNING_SECS {
             let days = left.max(0) / 86_400;
             let scope = format!("{}://{}", request.scheme.as_str(), request.host);
-            let rotate = if credential.id == CI_ID {
+            let rotate = if credential.id == tokenward::ci::ENV_TOKEN_ID {
                 "renew TOKENWARD_TOKEN".to_owned()
             } else {
                 format!("replace it with 'tokenward token rotate {}'", credential.id)
@@ -153,62 +149,35 @@ fn answer(credential: &Credential, git_username: Option<&str>, request: &token::
     }
 }
 
-/// The id shown for the environment's token.
-const CI_ID: &str = "TOKENWARD_TOKEN";
-
 /// CI mode: answer from the environment only, scoped like a stored token.
-fn ci_get(context: &Context, request: &token::Request, secret: Secret) {
-    let Some(url) = std::env::var("TOKENWARD_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        soft_fail(
-            "TOKENWARD_TOKEN is set but TOKENWARD_URL is not; set it to the scope the token is for \
-             (https://host[/path]); no answer",
-        );
-        return;
+fn ci_get(context: &Context, request: &token::Request) {
+    let mut env = match tokenward::ci::from_env() {
+        Ok(Some(env)) => env,
+        Ok(None) => return,
+        Err(e) => {
+            soft_fail(&format!("{e}; no answer"));
+            return;
+        }
     };
-    if let Err(e) = token::Scope::parse(&url) {
-        soft_fail(&format!("TOKENWARD_URL: {e}; no answer"));
-        return;
+    // Without TOKENWARD_USERNAME the token is the account git names.
+    if env.meta.username.is_none() {
+        env.meta.username = context.username.clone().filter(|u| !u.is_empty());
     }
-    if secret.is_empty() {
-        soft_fail("TOKENWARD_TOKEN is empty; no answer");
-        return;
-    }
-    let username = std::env::var("TOKENWARD_USERNAME")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(|| context.username.clone().filter(|u| !u.is_empty()));
     let now = OffsetDateTime::now_utc();
-    let meta = TokenMeta {
-        id: CI_ID.to_owned(),
-        url,
-        username: username.clone(),
-        role: Role::Vcs,
-        expires: None,
-        label: "CI mode".to_owned(),
-        auth: AuthKind::Basic,
-        state: TokenState::Active,
-        rejected_at: None,
-        rejected_reason: None,
-        created: now,
-        last_used: None,
-    };
-    if token::select([&meta], request, Role::Vcs, now).is_none() {
+    if token::select([&env.meta], request, Role::Vcs, now).is_none() {
         return;
     }
-    if username.is_none() {
+    if env.meta.username.is_none() {
         soft_fail(
             "TOKENWARD_TOKEN matches but no username is known; set TOKENWARD_USERNAME; no answer",
         );
         return;
     }
     let credential = Credential {
-        id: CI_ID.to_owned(),
-        username,
-        password: secret,
-        auth: AuthKind::Basic,
+        id: env.meta.id,
+        username: env.meta.username,
+        password: env.secret,
+        auth: env.meta.auth,
         expires: None,
     };
     answer(&credential, None, request);
@@ -226,7 +195,7 @@ fn report(kind: Report) {
     let Some(context) = read_request() else {
         return;
     };
-    if ci_token().is_some() {
+    if tokenward::ci::is_active() {
         return;
     }
     let Some(report) = context.report() else {

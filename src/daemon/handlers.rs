@@ -7,7 +7,7 @@ use crate::protocol::{
 };
 use crate::secret::Secret;
 use crate::token::{self, AuthKind, Role, Scope, TokenMeta, TokenState};
-use crate::vault::{VaultError, ENV_TOKEN_ID};
+use crate::vault::VaultError;
 use anyhow::{anyhow, bail, Result};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::Arc;
@@ -497,41 +497,9 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace(['\n', '\r'], " ")
 }
 
-/// The env backend's one token, from TOKENWARD_URL / TOKENWARD_USERNAME /
-/// TOKENWARD_ROLE / TOKENWARD_AUTH. Never written anywhere.
+/// The env backend's one token (see [`crate::ci`]); never written anywhere.
 pub(super) fn env_tokens() -> Result<Vec<TokenMeta>> {
-    if std::env::var_os("TOKENWARD_TOKEN").is_none_or(|t| t.is_empty()) {
-        bail!("the env backend needs TOKENWARD_TOKEN");
-    }
-    let url = std::env::var("TOKENWARD_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            anyhow!("TOKENWARD_TOKEN is set but TOKENWARD_URL is not: a token needs a scope")
-        })?;
-    let scope = Scope::parse(&url)?;
-    let role = match std::env::var("TOKENWARD_ROLE") {
-        Ok(r) if !r.is_empty() => r.parse::<Role>().map_err(|e| anyhow!(e))?,
-        _ => Role::All,
-    };
-    let auth = match std::env::var("TOKENWARD_AUTH") {
-        Ok(a) if !a.is_empty() => a.parse::<AuthKind>().map_err(|e| anyhow!(e))?,
-        _ => AuthKind::Basic,
-    };
-    Ok(vec![TokenMeta {
-        id: ENV_TOKEN_ID.to_owned(),
-        url: scope.to_string(),
-        username: std::env::var("TOKENWARD_USERNAME")
-            .ok()
-            .filter(|u| !u.is_empty()),
-        role,
-        expires: None,
-        label: "from the environment".to_owned(),
-        auth,
-        state: TokenState::Active,
-        rejected_at: None,
-        rejected_reason: None,
-        created: now(),
-        last_used: None,
-    }])
+    let env = crate::ci::from_env()?
+        .ok_or_else(|| anyhow!("the env backend needs TOKENWARD_TOKEN (and TOKENWARD_URL)"))?;
+    Ok(vec![env.meta])
 }

@@ -12,6 +12,7 @@ mod keyring;
 
 pub use file::FileStore;
 
+use crate::ci::ENV_TOKEN_ID;
 use crate::secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,21 +163,16 @@ where
     }
 }
 
-/// The read-only store of CI mode: one secret, from `TOKENWARD_TOKEN`.
+/// The read-only store of CI mode: one secret, from `TOKENWARD_TOKEN`
+/// (see [`crate::ci`]).
 pub struct EnvStore {
     secret: Option<Secret>,
 }
 
-/// The id of the one token the env backend knows.
-pub const ENV_TOKEN_ID: &str = "env";
-
 impl EnvStore {
     pub fn from_env() -> EnvStore {
         EnvStore {
-            secret: std::env::var("TOKENWARD_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
+            secret: crate::ci::from_env().ok().flatten().map(|env| env.secret),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! index file, the daemon, the relay and the CLI.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod ci;
 pub mod client;
@@ -17,6 +18,8 @@ pub mod protocol;
 pub mod secret;
 pub mod token;
 
+#[cfg(feature = "daemon")]
+pub mod relay;
 
 #[cfg(feature = "daemon")]
 pub mod atomic;

@@ -7,7 +7,7 @@
 use crate::client::{Client, ClientError};
 use crate::protocol::{self, Credential, CredentialQuery, CredentialReport};
 use crate::secret::Secret;
-use crate::token::{self, AuthKind, Role, Scope, TokenMeta, TokenState};
+use crate::token::{self, AuthKind, Role, TokenMeta};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -58,59 +58,24 @@ pub struct EnvSource {
 }
 
 impl EnvSource {
-    /// The id the environment's token goes by.
-    pub const ENV_ID: &'static str = "env";
-
     pub fn new(tokens: Vec<(TokenMeta, Secret)>) -> EnvSource {
         EnvSource { tokens }
     }
 
-    /// Reads TOKENWARD_TOKEN, TOKENWARD_URL, TOKENWARD_USERNAME and the
-    /// optional TOKENWARD_ROLE (default `all`) and TOKENWARD_AUTH (default
-    /// `basic`). `Ok(None)` when TOKENWARD_TOKEN is unset or empty.
+    /// The environment's token ([`crate::ci`]); `Ok(None)` when CI mode is
+    /// off. The relay needs a username for basic auth: it has no client
+    /// that could name one.
     pub fn from_env() -> Result<Option<EnvSource>, SourceError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let Some(secret) = var("TOKENWARD_TOKEN").map(Secret::new) else {
+        let Some(env) = crate::ci::from_env().map_err(|e| SourceError(e.to_string()))? else {
             return Ok(None);
         };
-        let url = var("TOKENWARD_URL").ok_or_else(|| {
-            SourceError("TOKENWARD_TOKEN is set but TOKENWARD_URL is not".to_owned())
-        })?;
-        Scope::parse(&url).map_err(|e| SourceError(format!("TOKENWARD_URL: {e}")))?;
-        let role = match var("TOKENWARD_ROLE") {
-            Some(r) => r
-                .parse()
-                .map_err(|e| SourceError(format!("TOKENWARD_ROLE: {e}")))?,
-            None => Role::All,
-        };
-        let auth: AuthKind = match var("TOKENWARD_AUTH") {
-            Some(a) => a
-                .parse()
-                .map_err(|e| SourceError(format!("TOKENWARD_AUTH: {e}")))?,
-            None => AuthKind::Basic,
-        };
-        let username = var("TOKENWARD_USERNAME");
-        if auth == AuthKind::Basic && username.is_none() {
+        if env.meta.auth == AuthKind::Basic && env.meta.username.is_none() {
             return Err(SourceError(
                 "TOKENWARD_USERNAME is required when the token is sent with basic auth (or set TOKENWARD_AUTH=bearer|query)"
                     .to_owned(),
             ));
         }
-        let meta = TokenMeta {
-            id: Self::ENV_ID.to_owned(),
-            url,
-            username,
-            role,
-            expires: None,
-            label: "TOKENWARD_TOKEN".to_owned(),
-            auth,
-            state: TokenState::Active,
-            rejected_at: None,
-            rejected_reason: None,
-            created: OffsetDateTime::UNIX_EPOCH,
-            last_used: None,
-        };
-        Ok(Some(EnvSource::new(vec![(meta, secret)])))
+        Ok(Some(EnvSource::new(vec![(env.meta, env.secret)])))
     }
 
     fn lookup(&self, query: &CredentialQuery, role: Role) -> Option<Credential> {
@@ -234,6 +199,7 @@ impl CredentialSource for SocketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::TokenState;
 
     fn meta(id: &str, url: &str, role: Role, auth: AuthKind) -> (TokenMeta, Secret) {
         (

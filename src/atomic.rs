@@ -14,10 +14,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per call, not only per process: two threads writing the same
+    // file at once must not truncate each other's temp file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = write_then_rename(&temp, path, contents, mode);
     if result.is_err() {
@@ -99,16 +103,19 @@ mod tests {
     }
 
     #[test]
-    fn failed_write_keeps_the_old_file() {
+    fn failed_write_keeps_the_old_and_leaves_no_temp() {
+        // The rename fails when the target is a non-empty directory; what
+        // was there stays, and the temp file is cleaned up.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("index.json");
-        write_atomic(&path, b"old", 0o600).expect("write");
-        // A directory where the temp file should go makes the write fail.
-        let temp = dir
-            .path()
-            .join(format!(".index.json.tmp.{}", std::process::id()));
-        fs::create_dir(&temp).expect("block the temp name");
+        fs::create_dir(&path).expect("target dir");
+        fs::write(path.join("old"), b"old").expect("old content");
         assert!(write_atomic(&path, b"new", 0o600).is_err());
-        assert_eq!(fs::read(&path).expect("read"), b"old");
+        assert_eq!(fs::read(path.join("old")).expect("read"), b"old");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("index.json")]);
     }
 }

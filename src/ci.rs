@@ -14,7 +14,7 @@
 //! The token is matched by [`crate::token::select`] exactly like a stored one.
 
 use crate::secret::Secret;
-use crate::token::{AuthKind, Role, Scope, TokenMeta, TokenState};
+use crate::token::{AuthKind, Role, Scope, TokenMeta};
 use time::OffsetDateTime;
 
 /// The id the environment's token goes by.
@@ -68,18 +68,15 @@ pub fn from_env() -> Result<Option<EnvToken>, EnvError> {
         None => AuthKind::Basic,
     };
     let meta = TokenMeta {
-        id: ENV_TOKEN_ID.to_owned(),
-        url: scope.to_string(),
-        username: var("TOKENWARD_USERNAME"),
-        role,
-        expires: None,
         label: "TOKENWARD_TOKEN".to_owned(),
         auth,
-        state: TokenState::Active,
-        rejected_at: None,
-        rejected_reason: None,
-        created: OffsetDateTime::UNIX_EPOCH,
-        last_used: None,
+        ..TokenMeta::new(
+            ENV_TOKEN_ID,
+            scope.to_string(),
+            var("TOKENWARD_USERNAME"),
+            role,
+            OffsetDateTime::UNIX_EPOCH,
+        )
     };
     Ok(Some(EnvToken { meta, secret }))
 }

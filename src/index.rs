@@ -78,23 +78,16 @@ pub fn save(path: &Path, tokens: &[TokenMeta]) -> Result<(), IndexError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{AuthKind, Role, TokenState};
+    use crate::token::Role;
 
     fn meta(id: &str) -> TokenMeta {
-        TokenMeta {
-            id: id.to_owned(),
-            url: "https://h".to_owned(),
-            username: Some("u".to_owned()),
-            role: Role::Vcs,
-            expires: None,
-            label: String::new(),
-            auth: AuthKind::Basic,
-            state: TokenState::Active,
-            rejected_at: None,
-            rejected_reason: None,
-            created: time::OffsetDateTime::UNIX_EPOCH,
-            last_used: None,
-        }
+        TokenMeta::new(
+            id,
+            "https://h",
+            Some("u".to_owned()),
+            Role::Vcs,
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

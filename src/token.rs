@@ -335,6 +335,30 @@ pub struct TokenMeta {
 }
 
 impl TokenMeta {
+    /// An active token: no expiry, no label, basic auth, never used.
+    pub fn new(
+        id: impl Into<String>,
+        url: impl Into<String>,
+        username: Option<String>,
+        role: Role,
+        created: OffsetDateTime,
+    ) -> TokenMeta {
+        TokenMeta {
+            id: id.into(),
+            url: url.into(),
+            username,
+            role,
+            expires: None,
+            label: String::new(),
+            auth: AuthKind::Basic,
+            state: TokenState::Active,
+            rejected_at: None,
+            rejected_reason: None,
+            created,
+            last_used: None,
+        }
+    }
+
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expires.is_some_and(|e| e <= now)
     }
@@ -517,20 +541,13 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
 
     fn token(id: &str, url: &str, user: Option<&str>, role: Role) -> TokenMeta {
-        TokenMeta {
-            id: id.to_owned(),
-            url: url.to_owned(),
-            username: user.map(str::to_owned),
+        TokenMeta::new(
+            id,
+            url,
+            user.map(str::to_owned),
             role,
-            expires: None,
-            label: String::new(),
-            auth: AuthKind::Basic,
-            state: TokenState::Active,
-            rejected_at: None,
-            rejected_reason: None,
-            created: datetime!(2026-11-01 00:00 UTC),
-            last_used: None,
-        }
+            datetime!(2026-11-01 00:00 UTC),
+        )
     }
 
     fn req(protocol: &str, host: &str, path: Option<&str>, user: Option<&str>) -> Request {

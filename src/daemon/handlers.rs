@@ -245,18 +245,10 @@ impl Daemon {
         let id = self.fresh_id().await?;
         self.vault.set(&id, &new.secret).await?;
         let meta = TokenMeta {
-            id: id.clone(),
-            url: scope.to_string(),
-            username,
-            role: new.role,
             expires: new.expires,
             label: new.label,
             auth: new.auth,
-            state: TokenState::Active,
-            rejected_at: None,
-            rejected_reason: None,
-            created: now(),
-            last_used: None,
+            ..TokenMeta::new(id.clone(), scope.to_string(), username, new.role, now())
         };
         let saved = self
             .change(|tokens| {

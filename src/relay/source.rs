@@ -199,23 +199,18 @@ impl CredentialSource for SocketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenState;
 
     fn meta(id: &str, url: &str, role: Role, auth: AuthKind) -> (TokenMeta, Secret) {
         (
             TokenMeta {
-                id: id.to_owned(),
-                url: url.to_owned(),
-                username: Some("u".to_owned()),
-                role,
-                expires: None,
-                label: String::new(),
                 auth,
-                state: TokenState::Active,
-                rejected_at: None,
-                rejected_reason: None,
-                created: OffsetDateTime::UNIX_EPOCH,
-                last_used: None,
+                ..TokenMeta::new(
+                    id,
+                    url,
+                    Some("u".to_owned()),
+                    role,
+                    OffsetDateTime::UNIX_EPOCH,
+                )
             },
             Secret::from(format!("secret-{id}")),
         )

@@ -41,6 +41,11 @@ pub struct FileStore {
     path: PathBuf,
     iterations: u32,
     key: Mutex<Option<Key>>,
+    /// Held across each read-modify-write of the file: the daemon runs
+    /// vault calls on parallel blocking threads, and two unserialized
+    /// `set`s would each write back the file without the other's entry
+    /// (found by tests/faults.rs: an acknowledged token lost its secret).
+    writer: Mutex<()>,
     rng: SystemRandom,
 }
 
@@ -55,6 +60,7 @@ impl FileStore {
             path,
             iterations: iterations.max(1),
             key: Mutex::new(None),
+            writer: Mutex::new(()),
             rng: SystemRandom::new(),
         }
     }
@@ -250,6 +256,7 @@ impl SecretStore for FileStore {
 
     fn set(&self, id: &str, secret: &Secret) -> Result<(), VaultError> {
         let key = self.key()?;
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut file = self.read()?.ok_or(VaultError::Locked)?;
         let sealed = self.seal(&key, id.as_bytes(), secret.expose().as_bytes())?;
         file.entries.insert(id.to_owned(), sealed);
@@ -258,6 +265,7 @@ impl SecretStore for FileStore {
 
     fn delete(&self, id: &str) -> Result<(), VaultError> {
         self.key()?;
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
         let Some(mut file) = self.read()? else {
             return Ok(());
         };
@@ -274,6 +282,36 @@ mod tests {
 
     fn store(dir: &tempfile::TempDir) -> FileStore {
         FileStore::with_iterations(dir.path().join("vault.json"), 1000)
+    }
+
+    #[test]
+    fn concurrent_sets_keep_every_entry() {
+        // Regression (tests/faults.rs): parallel adds lost entries.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = std::sync::Arc::new(store(&dir));
+        vault.unlock(&Secret::from("pass")).expect("unlock");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let vault = vault.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let id = format!("tw_{t}_{i}");
+                        vault.set(&id, &Secret::from(id.as_str())).expect("set");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let reopened = store(&dir);
+        reopened.unlock(&Secret::from("pass")).expect("unlock");
+        for t in 0..8 {
+            for i in 0..10 {
+                let id = format!("tw_{t}_{i}");
+                assert_eq!(reopened.get(&id).expect("kept").expose(), id);
+            }
+        }
     }
 
     #[test]

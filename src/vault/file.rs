@@ -200,6 +200,8 @@ impl SecretStore for FileStore {
         if passphrase.is_empty() {
             return Err(VaultError::WrongPassphrase);
         }
+        // Two first unlocks at once must not each create a vault.
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
         let key = match self.read()? {
             Some(file) => {
                 let salt = hex_decode(&file.salt)

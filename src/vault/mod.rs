@@ -234,7 +234,7 @@ mod tests {
             Persistence::UntilDeleted
         }
         fn get(&self, _id: &str) -> Result<Secret, VaultError> {
-            std::thread::sleep(Duration::from_secs(30));
+            std::thread::sleep(Duration::from_secs(3));
             Ok(Secret::from("late"))
         }
         fn set(&self, _id: &str, _secret: &Secret) -> Result<(), VaultError> {

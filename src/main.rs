@@ -1,5 +1,8 @@
 //! The `tokenward` binary: the daemon and its command line.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use anyhow::Result;
 use clap::Parser;
 use tokenward::cli::{self, Cli, Command};
@@ -20,6 +23,7 @@ fn main() {
 
 fn run_daemon(detached: bool) -> Result<()> {
     init_logging(detached)?;
+    forbid_core_dumps();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -35,6 +39,27 @@ fn run_daemon(detached: bool) -> Result<()> {
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
 }
+
+/// The daemon holds every secret in memory: a core dump would write them
+/// to disk, and a dumpable process can be read through ptrace and
+/// /proc/PID/mem by any process of the same user. Not dumpable, the kernel
+/// writes no core and makes its /proc files root's.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn forbid_core_dumps() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes only integer arguments, reads
+    // and writes no memory of this process, and changes one flag of its mm.
+    let result = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if result != 0 {
+        tracing::warn!(
+            "cannot disable core dumps: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn forbid_core_dumps() {}
 
 /// Logs go to stderr, or to the data dir's daemon.log when detached; the
 /// level comes from TOKENWARD_LOG (EnvFilter syntax), default `info`.

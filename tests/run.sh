@@ -61,3 +61,6 @@ python3 -m unittest discover -s helper/hg -p 'test_*.py'
 
 log "cargo test"
 cargo test --workspace --locked
+
+log "fuzz smoke pass (30 s per target; longer runs: fuzz/run.sh header)"
+bash fuzz/run.sh 30

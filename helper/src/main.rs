@@ -16,6 +16,7 @@
 //! git's `authtype` answers are not implemented here.
 
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::io::Write;
 use std::path::PathBuf;

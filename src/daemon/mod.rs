@@ -57,6 +57,9 @@ pub struct DaemonOptions {
 pub async fn run(options: DaemonOptions) -> Result<()> {
     let dirs = Dirs::resolve()?;
     dirs.create()?;
+    let data_dir = dirs.index_file();
+    let data_dir = data_dir.parent().unwrap_or(std::path::Path::new("."));
+    socket::hold_daemon_lock(data_dir, &options.socket_path)?;
     let config = Config::load(&dirs.config_file())?;
     let timeout = Duration::from_secs(config.vault_timeout_secs.max(1));
     let choice = config.backend_choice();

@@ -6,7 +6,9 @@
 use super::Daemon;
 use crate::config::RelaySpec;
 use crate::protocol::{Credential, CredentialQuery, CredentialReport, RelayStatus, Response};
-use crate::relay::{BoxFuture, CredentialSource, Relay, RelayConfig, RelayStats, SourceError, Upstream};
+use crate::relay::{
+    BoxFuture, CredentialSource, Relay, RelayConfig, RelayStats, SourceError, Upstream,
+};
 use crate::token::Role;
 use anyhow::{anyhow, bail, Context, Result};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -35,7 +37,10 @@ impl CredentialSource for DaemonSource {
         role: Role,
     ) -> BoxFuture<'a, Result<Option<Credential>, SourceError>> {
         Box::pin(async move {
-            let daemon = self.0.upgrade().ok_or_else(|| SourceError("the daemon is stopping".to_owned()))?;
+            let daemon = self
+                .0
+                .upgrade()
+                .ok_or_else(|| SourceError("the daemon is stopping".to_owned()))?;
             daemon
                 .credential_for(query, role)
                 .await
@@ -43,9 +48,16 @@ impl CredentialSource for DaemonSource {
         })
     }
 
-    fn rejected<'a>(&'a self, query: &'a CredentialQuery, credential: &'a Credential, _reason: &'a str) -> BoxFuture<'a, ()> {
+    fn rejected<'a>(
+        &'a self,
+        query: &'a CredentialQuery,
+        credential: &'a Credential,
+        _reason: &'a str,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let Some(daemon) = self.0.upgrade() else { return };
+            let Some(daemon) = self.0.upgrade() else {
+                return;
+            };
             let report = CredentialReport {
                 protocol: query.protocol.clone(),
                 host: query.host.clone(),
@@ -64,7 +76,11 @@ impl Daemon {
     /// Starts every relay in the config; one that cannot start is reported
     /// in `status` and does not stop the others or the daemon.
     pub(super) async fn start_configured_relays(self: &Arc<Self>) {
-        let specs = self.config.lock().map(|c| c.relays.clone()).unwrap_or_default();
+        let specs = self
+            .config
+            .lock()
+            .map(|c| c.relays.clone())
+            .unwrap_or_default();
         for spec in specs {
             let running = self.start_relay(spec).await;
             if let Ok(mut relays) = self.relays.lock() {
@@ -78,7 +94,8 @@ impl Daemon {
         match bind(&spec).await {
             Ok(relay) => {
                 let (stop, stopped) = oneshot::channel::<()>();
-                let source: Arc<dyn CredentialSource> = Arc::new(DaemonSource(Arc::downgrade(self)));
+                let source: Arc<dyn CredentialSource> =
+                    Arc::new(DaemonSource(Arc::downgrade(self)));
                 let id = spec.id.clone();
                 let running_stats = Arc::clone(&stats);
                 tokio::spawn(async move {
@@ -163,15 +180,27 @@ impl Daemon {
             relays.push(running);
         }
         Ok(Response {
-            relays: Some(self.relay_statuses().into_iter().filter(|r| r.id == spec.id).collect()),
+            relays: Some(
+                self.relay_statuses()
+                    .into_iter()
+                    .filter(|r| r.id == spec.id)
+                    .collect(),
+            ),
             ..Response::done()
         })
     }
 
     pub(super) async fn relay_remove(&self, id: &str) -> Result<Response> {
-        let known = self.config.lock().map(|c| c.relays.iter().any(|r| r.id == id)).unwrap_or(false);
+        let known = self
+            .config
+            .lock()
+            .map(|c| c.relays.iter().any(|r| r.id == id))
+            .unwrap_or(false);
         if !known {
-            bail!("no relay with id '{}' (see 'tokenward relay list')", crate::token::printable(id));
+            bail!(
+                "no relay with id '{}' (see 'tokenward relay list')",
+                crate::token::printable(id)
+            );
         }
         self.edit_config(|config| config.relays.retain(|r| r.id != id))?;
         if let Ok(mut relays) = self.relays.lock() {
@@ -182,7 +211,10 @@ impl Daemon {
     }
 
     fn edit_config(&self, edit: impl FnOnce(&mut crate::config::Config)) -> Result<()> {
-        let mut config = self.config.lock().map_err(|_| anyhow!("config lock poisoned"))?;
+        let mut config = self
+            .config
+            .lock()
+            .map_err(|_| anyhow!("config lock poisoned"))?;
         let mut changed = config.clone();
         edit(&mut changed);
         changed.save(&self.dirs.config_file())?;
@@ -217,5 +249,8 @@ fn relay_id() -> Result<String> {
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| anyhow!("the system random number generator failed"))?;
-    Ok(format!("rl_{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2]))
+    Ok(format!(
+        "rl_{:02x}{:02x}{:02x}",
+        bytes[0], bytes[1], bytes[2]
+    ))
 }

@@ -42,6 +42,44 @@ pub fn check_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Takes `daemon.lock` in `dir` (the data dir) for the rest of the process's
+/// life. Without it, two daemons started at once (two helpers autostarting
+/// together) both find no one listening, both reclaim the socket, and both
+/// write the index, each without the other's tokens: tests/faults.rs lost
+/// acknowledged adds that way. Taken before the index is read, so that a
+/// daemon never serves an index another one may still change. The kernel drops the lock when the process
+/// dies, however it dies, so a stale lock file never blocks a start.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub(crate) fn hold_daemon_lock(dir: &Path, socket: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("daemon.lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock takes a descriptor that `file` owns and keeps open for
+    // the duration of the call, and touches no memory of this process.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        bail!(
+            "another tokenward daemon is already listening on {} (or starting: it holds {})",
+            socket.display(),
+            path.display()
+        );
+    }
+    // Kept open, never closed: closing would release the lock.
+    std::mem::forget(file);
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn hold_daemon_lock(_dir: &Path, _socket: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// Binds the socket at `path`, reclaiming a stale one, or takes the one
 /// systemd passed (socket activation).
 pub fn bind(path: &Path) -> Result<Listener> {
@@ -88,8 +126,14 @@ fn activated_listener() -> Result<Option<Listener>> {
     use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
     use std::os::fd::{FromRawFd, OwnedFd};
     const SD_LISTEN_FDS_START: i32 = 3;
-    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
-    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
     if !ours || count < 1 {
         return Ok(None);
     }
@@ -97,7 +141,8 @@ fn activated_listener() -> Result<Option<Listener>> {
     // process, starting at fd 3; nothing else in the process has taken
     // ownership of fd 3, and we take it exactly once (here, at start-up).
     let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
-    let listener = UdsListener::try_from(fd).context("the socket passed by systemd is not usable")?;
+    let listener =
+        UdsListener::try_from(fd).context("the socket passed by systemd is not usable")?;
     tracing::info!("using the socket passed by systemd");
     Ok(Some(listener.into()))
 }

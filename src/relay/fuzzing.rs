@@ -147,7 +147,8 @@ async fn one_connection(bytes: &[u8], auth: AuthKind) -> Vec<u8> {
 
 fn check_answer(answer: &[u8]) {
     assert!(
-        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        // An HTTP/1.0 request is answered in HTTP/1.0 (a fuzz find, not a bug).
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 ") || answer.starts_with(b"HTTP/1.0 "),
         "not an HTTP answer: {:?}",
         String::from_utf8_lossy(&answer[..answer.len().min(200)])
     );

@@ -62,6 +62,23 @@ pub enum Command {
     /// The authenticating relay (a local reverse proxy).
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// Check the daemon, vault, socket, git and hg setup and the tokens; print fixes.
+    Doctor,
+    /// Print URL with its web token appended as auth_token=… .
+    ///
+    /// For RhodeCode's views that take a token in the query string (archives,
+    /// raw files, diffs). The printed URL CONTAINS THE SECRET: this is the one
+    /// command that prints a token, on purpose; mind where you paste it.
+    /// Needs a token with role web (or all) whose scope matches URL.
+    Url {
+        /// http(s)://host[:port]/path[?query][#fragment]
+        url: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -119,6 +136,16 @@ pub enum TokenCommand {
     Restore { id: String },
     /// Replace a token's secret (read like `add`).
     Rotate { id: String },
+    /// Import the API tokens of a RhodeCode ~/.rhoderc file.
+    ///
+    /// Each [instance:NAME] section with api_host and api_key becomes an
+    /// `api` token scoped to api_host, labelled NAME, presented as
+    /// auth_token (auth query; no username). Running it again adds nothing
+    /// twice; a changed api_key rotates the existing token.
+    ImportRhoderc {
+        /// The file to read (default: ~/.rhoderc).
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -174,22 +201,44 @@ pub fn run(command: Command) -> Result<()> {
             println!("the vault is locked");
             Ok(())
         }
-        Command::Setup { tool: Tool::Git, global } => print_done(crate::setup::setup_git(global)),
-        Command::Unsetup { tool: Tool::Git, global } => print_done(crate::setup::unsetup_git(global)),
+        Command::Setup {
+            tool: Tool::Git,
+            global,
+        } => print_done(crate::setup::setup_git(global)),
+        Command::Unsetup {
+            tool: Tool::Git,
+            global,
+        } => print_done(crate::setup::unsetup_git(global)),
         Command::Setup { tool: Tool::Hg, .. } => {
             let path = crate::hgsetup::default_extension_path();
             crate::hgsetup::install_extension(&path)?;
             print_done(crate::hgsetup::setup_hg(&path))
         }
         Command::Unsetup { tool: Tool::Hg, .. } => print_done(crate::hgsetup::unsetup_hg()),
-        Command::Relay(RelayCommand::Serve { upstream, listen, ca_file }) => {
+        Command::Doctor => crate::doctor::run(),
+        Command::Url { url } => crate::weburl::run(&url),
+        Command::Completions { shell } => crate::completions::print_completions(shell),
+        Command::Man => crate::completions::print_man(),
+        Command::Relay(RelayCommand::Serve {
+            upstream,
+            listen,
+            ca_file,
+        }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(crate::relay::run_serve(&upstream, &listen, ca_file.as_deref()))
+            runtime.block_on(crate::relay::run_serve(
+                &upstream,
+                &listen,
+                ca_file.as_deref(),
+            ))
         }
-        Command::Relay(RelayCommand::Add { upstream, listen, ca_file }) => {
+        Command::Relay(RelayCommand::Add {
+            upstream,
+            listen,
+            ca_file,
+        }) => {
             let ca_file = match ca_file {
                 Some(path) => Some(
                     std::fs::canonicalize(&path)
@@ -199,14 +248,24 @@ pub fn run(command: Command) -> Result<()> {
                 ),
                 None => None,
             };
-            let response = connect(true)?.call(Request::RelayAdd { upstream, listen, ca_file })?;
+            let response = connect(true)?.call(Request::RelayAdd {
+                upstream,
+                listen,
+                ca_file,
+            })?;
             for relay in response.relays.unwrap_or_default() {
-                println!("relay {}: http://{} -> {}", relay.id, relay.listen, relay.upstream);
+                println!(
+                    "relay {}: http://{} -> {}",
+                    relay.id, relay.listen, relay.upstream
+                );
             }
             Ok(())
         }
         Command::Relay(RelayCommand::List { json }) => {
-            let relays = connect(true)?.call(Request::RelayList)?.relays.unwrap_or_default();
+            let relays = connect(true)?
+                .call(Request::RelayList)?
+                .relays
+                .unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&relays)?);
             } else if relays.is_empty() {
@@ -221,12 +280,19 @@ pub fn run(command: Command) -> Result<()> {
                     relay.requests,
                     relay.bytes_up,
                     relay.bytes_down,
-                    relay.error.as_deref().map(|e| format!("  ERROR: {e}")).unwrap_or_default()
+                    relay
+                        .error
+                        .as_deref()
+                        .map(|e| format!("  ERROR: {e}"))
+                        .unwrap_or_default()
                 );
             }
             Ok(())
         }
-        Command::Relay(RelayCommand::Rm { id }) => simple(Request::RelayRemove { id: id.clone() }, &format!("removed relay {id}")),
+        Command::Relay(RelayCommand::Rm { id }) => simple(
+            Request::RelayRemove { id: id.clone() },
+            &format!("removed relay {id}"),
+        ),
     }
 }
 
@@ -357,6 +423,7 @@ fn token_command(command: TokenCommand) -> Result<()> {
             Request::Restore { id: id.clone() },
             &format!("restored {id}"),
         ),
+        TokenCommand::ImportRhoderc { file } => crate::rhoderc::run(file),
         TokenCommand::Rotate { id } => {
             let secret = read_secret(&format!("New token for {id}: "))?;
             simple(

@@ -26,9 +26,13 @@ pub mod atomic;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]
+pub mod completions;
+#[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod doctor;
 #[cfg(feature = "daemon")]
 pub mod fingerprint;
 #[cfg(feature = "daemon")]
@@ -36,6 +40,10 @@ pub mod hgsetup;
 #[cfg(feature = "daemon")]
 pub mod index;
 #[cfg(feature = "daemon")]
+pub mod rhoderc;
+#[cfg(feature = "daemon")]
 pub mod setup;
 #[cfg(feature = "daemon")]
 pub mod vault;
+#[cfg(feature = "daemon")]
+pub mod weburl;

@@ -22,6 +22,7 @@ declare -A packages=(
   [/usr/bin/setpriv]=util-linux
   [/usr/bin/git]=git
   [/usr/bin/systemd-socket-activate]=systemd
+  [/usr/bin/systemd-analyze]=systemd
 )
 missing=()
 for file in "${!packages[@]}"; do

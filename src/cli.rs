@@ -342,6 +342,13 @@ fn stop() -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let activated = client
+        .call(Request::Status)?
+        .status
+        .is_some_and(|s| s.socket_activated);
+    if activated {
+        bail!("the daemon runs under systemd socket activation, which would start it again: run 'systemctl --user stop tokenward.socket tokenward.service'");
+    }
     client.call(Request::Stop)?;
     drop(client);
     for _ in 0..200 {

@@ -170,6 +170,10 @@ pub struct Status {
     pub relays: Vec<RelayStatus>,
     pub socket: String,
     pub data_dir: String,
+    /// The socket came from systemd (socket activation): `stop` would only
+    /// make systemd start the daemon again.
+    #[serde(default)]
+    pub socket_activated: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -279,6 +283,22 @@ pub fn decode_request(line: &[u8]) -> Result<Request, DecodeError> {
     if line.len() >= MAX_LINE {
         return Err(DecodeError::TooLong);
     }
+    // Fast path: a valid request of this version, parsed once straight into
+    // its type (half the time of the generic parse below, benches/micro.rs).
+    // It accepts only what the path below accepts too: `v` and a known `op`
+    // are required fields of these types. Anything else, including a valid
+    // request of another version, takes the path below, which parses into a
+    // `Value` first to tell which error it is.
+    if let Ok(envelope) = serde_json::from_slice::<RequestEnvelope>(line) {
+        if envelope.v == VERSION {
+            return Ok(envelope.request);
+        }
+    }
+    decode_checked(line)
+}
+
+/// Decodes step by step, naming the first thing wrong with the line.
+fn decode_checked(line: &[u8]) -> Result<Request, DecodeError> {
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|_| DecodeError::Malformed)?;
     let object = value.as_object().ok_or(DecodeError::Malformed)?;
@@ -388,6 +408,40 @@ mod tests {
         );
         let done: Response = serde_json::from_str(r#"{"v":1,"ok":true}"#).expect("parses");
         assert!(done.ok && done.credential.is_none());
+    }
+
+    /// The fast path of `decode_request` answers exactly what the checked
+    /// path answers, for good lines and bad ones.
+    #[test]
+    fn fast_path_agrees_with_checked_path() {
+        let lines: &[&[u8]] = &[
+            br#"{"v":1,"op":"get","protocol":"https","host":"h","path":"a/b","username":null}"#,
+            br#"{"op":"get","v":1,"protocol":"https","host":"h","extra":[1,{"x":2}]}"#,
+            br#"{"v":1,"op":"get_for_role","query":{"protocol":"https","host":"h"},"role":"api"}"#,
+            br#"{"v":1,"op":"add","url":"https://h","role":"vcs","secret":"s","expires":"2027-01-31T00:00:00Z"}"#,
+            br#"{"v":1,"op":"list"}"#,
+            br#"{"v":1,"op":"stop"}"#,
+            br#"{"v":1,"op":"get","op":"stop","protocol":"https","host":"h"}"#,
+            br#"{"v":1,"v":1,"op":"status"}"#,
+            br#"{"v":1.0,"op":"status"}"#,
+            br#"{"v":2,"op":"status"}"#,
+            br#"{"v":4294967297,"op":"status"}"#,
+            br#"{"v":1,"op":"get","protocol":"https"}"#,
+            br#"{"v":1,"op":"get","protocol":"https","host":7}"#,
+            br#"{"v":1,"op":"status"} trailing"#,
+            br#"{"v":1,"op":"nope"}"#,
+            br#"{"v":1}"#,
+            br#"[]"#,
+            b"",
+        ];
+        for line in lines {
+            assert_eq!(
+                decode_request(line),
+                decode_checked(line),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

@@ -397,6 +397,7 @@ impl Daemon {
                 relays: self.relay_statuses(),
                 socket: self.socket_path.display().to_string(),
                 data_dir: self.dirs.data.display().to_string(),
+                socket_activated: self.socket_activated,
             })),
             ..Response::done()
         }

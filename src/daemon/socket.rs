@@ -81,14 +81,14 @@ pub(crate) fn hold_daemon_lock(_dir: &Path, _socket: &Path) -> Result<()> {
 }
 
 /// Binds the socket at `path`, reclaiming a stale one, or takes the one
-/// systemd passed (socket activation).
-pub fn bind(path: &Path) -> Result<Listener> {
+/// systemd passed (socket activation, the `bool`).
+pub fn bind(path: &Path) -> Result<(Listener, bool)> {
     let dir = path
         .parent()
         .with_context(|| format!("the socket path {} has no directory", path.display()))?;
     check_private_dir(dir)?;
     if let Some(listener) = activated_listener()? {
-        return Ok(listener);
+        return Ok((listener, true));
     }
     if path.exists() {
         if crate::client::Client::connect(path).is_ok() {
@@ -114,7 +114,7 @@ pub fn bind(path: &Path) -> Result<Listener> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
-    Ok(listener)
+    Ok((listener, false))
 }
 
 /// systemd's socket activation: when `LISTEN_PID` names this process and

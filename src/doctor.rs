@@ -757,6 +757,7 @@ mod tests {
             relays: Vec::new(),
             socket: "/run/tw.sock".to_owned(),
             data_dir: "/data".to_owned(),
+            socket_activated: false,
         }
     }
 

@@ -482,7 +482,11 @@ fn url_host(url: &str) -> Option<&str> {
     let authority = rest.find('/').map_or(rest, |i| &rest[..i]);
     match authority.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map(|(host, _)| host),
-        None => Some(authority.rsplit_once(':').map_or(authority, |(host, _)| host)),
+        None => Some(
+            authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host),
+        ),
     }
 }
 
@@ -836,7 +840,12 @@ mod tests {
             ("https://h.example:8443", "h.example:8443"),
         ] {
             let tokens = [token("a", url, None, Role::Vcs)];
-            let r = req(url.split_once("://").expect("scheme").0, host, Some("team/repo"), None);
+            let r = req(
+                url.split_once("://").expect("scheme").0,
+                host,
+                Some("team/repo"),
+                None,
+            );
             assert_eq!(pick(&tokens, &r), Some("a"), "{url} for {host}");
             let parsed = Scope::parse(url).expect("valid scope");
             assert_eq!(

@@ -228,10 +228,14 @@ fn autostart() -> bool {
 /// `TOKENWARD_NO_AUTOSTART=1`.
 fn connect() -> Result<Client, ClientError> {
     let socket = tokenward::paths::socket_path();
-    if !autostart() {
-        return Client::connect(&socket);
+    match Client::connect(&socket) {
+        // Only now look for the daemon's binary (a readlink and a stat that
+        // a warm `get` does not need).
+        Err(ClientError::NotRunning(_)) if autostart() => {
+            Client::connect_or_start(&socket, &daemon_program())
+        }
+        other => other,
     }
-    Client::connect_or_start(&socket, &daemon_program())
 }
 
 /// The `tokenward` next to this executable (an install puts both in one

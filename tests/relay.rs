@@ -538,10 +538,18 @@ fn chunked_upload_answered_411_is_resent_with_a_length() {
             std::fs::read(&file).expect("original"),
             "{name} arrived whole"
         );
+        // nginx writes its log line after the response went out.
+        let resent = format!(" 201 te=- cl={len} ");
+        common::wait_until(std::time::Duration::from_secs(5), || {
+            server
+                .access_log()
+                .last()
+                .is_some_and(|l| l.contains(&resent))
+        });
         let log = server.access_log();
         let tail: Vec<&String> = log.iter().rev().take(2).collect();
         assert!(tail[1].contains(" 411 te=chunked"), "{log:?}");
-        assert!(tail[0].contains(&format!(" 201 te=- cl={len} ")), "{log:?}");
+        assert!(tail[0].contains(&resent), "{log:?}");
     }
     // The spool file is gone (it is unlinked as soon as it is created).
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())

@@ -60,10 +60,19 @@ pub(crate) fn hold_daemon_lock(dir: &Path, socket: &Path) -> Result<()> {
     let file = options
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock takes a descriptor that `file` owns and keeps open for
-    // the duration of the call, and touches no memory of this process.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
+    // A daemon that was just told to stop has closed its socket but may
+    // still be exiting (and holding the lock): give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let locked = loop {
+        // SAFETY: flock takes a descriptor that `file` owns and keeps open
+        // for the duration of the call, and touches no memory of this process.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if locked || std::time::Instant::now() >= deadline {
+            break locked;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    if !locked {
         bail!(
             "another tokenward daemon is already listening on {} (or starting: it holds {})",
             socket.display(),

@@ -120,6 +120,19 @@ pub struct CredentialReport {
     pub password: Option<Secret>,
 }
 
+impl CredentialReport {
+    /// A report on `credential`, handed out for `query`.
+    pub fn about(query: &CredentialQuery, credential: &Credential) -> CredentialReport {
+        CredentialReport {
+            protocol: query.protocol.clone(),
+            host: query.host.clone(),
+            path: query.path.clone(),
+            username: credential.username.clone(),
+            password: Some(credential.password.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewToken {
     pub url: String,

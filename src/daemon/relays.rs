@@ -58,13 +58,7 @@ impl CredentialSource for DaemonSource {
             let Some(daemon) = self.0.upgrade() else {
                 return;
             };
-            let report = CredentialReport {
-                protocol: query.protocol.clone(),
-                host: query.host.clone(),
-                path: query.path.clone(),
-                username: credential.username.clone(),
-                password: Some(credential.password.clone()),
-            };
+            let report = CredentialReport::about(query, credential);
             if let Err(e) = daemon.reject(report).await {
                 tracing::warn!(error = %format!("{e:#}"), "could not mark a token rejected");
             }

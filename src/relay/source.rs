@@ -179,13 +179,7 @@ impl CredentialSource for SocketSource {
         reason: &'a str,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let report = CredentialReport {
-                protocol: query.protocol.clone(),
-                host: query.host.clone(),
-                path: query.path.clone(),
-                username: credential.username.clone(),
-                password: Some(credential.password.clone()),
-            };
+            let report = CredentialReport::about(query, credential);
             match self.call(protocol::Request::Reject(report)).await {
                 Ok(_) => tracing::warn!(token = %credential.id, "marked rejected: {reason}"),
                 Err(e) => {

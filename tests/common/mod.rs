@@ -33,6 +33,37 @@ pub fn helper_bin() -> PathBuf {
     path
 }
 
+/// An nginx.conf for a test server: in the foreground as one process,
+/// pid, logs (`logs/access.log` in `log_format`, `logs/error.log`) and temp
+/// files under `root`, no body size limit; `servers` goes inside `http {}`.
+/// `user root;` keeps a root-started nginx able to use the temp dir (as any
+/// other user nginx ignores it).
+pub fn nginx_conf(root: &Path, log_format: &str, servers: &str) -> String {
+    let root = root.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid {root}/logs/nginx.pid;
+error_log {root}/logs/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    log_format tw '{log_format}';
+    access_log {root}/logs/access.log tw;
+    client_body_temp_path {root}/tmp/body;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    proxy_temp_path {root}/tmp/proxy;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    client_max_body_size 0;
+    default_type text/plain;
+{servers}
+}}
+"#
+    )
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

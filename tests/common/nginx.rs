@@ -274,31 +274,13 @@ fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool, what: &str) {
     }
 }
 
-fn nginx_conf(root: &Path, port: u16, socket: &Path) -> String {
-    let root = root.display();
+fn nginx_conf(dir: &Path, port: u16, socket: &Path) -> String {
+    let root = dir.display();
     let backend = git_exec_path().join("git-http-backend");
     let backend = backend.display();
     let socket = socket.display();
-    // `user root;`: started as root, nginx would otherwise serve as nobody,
-    // who cannot read the temp dir; as another user nginx ignores it.
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-user root;
-pid {root}/logs/nginx.pid;
-error_log {root}/logs/error.log info;
-events {{ worker_connections 128; }}
-http {{
-    log_format tw '$remote_user "$request_method $request_uri" $status te=$http_transfer_encoding cl=$http_content_length len=$request_length';
-    access_log {root}/logs/access.log tw;
-    client_body_temp_path {root}/tmp/body;
-    fastcgi_temp_path {root}/tmp/fastcgi;
-    proxy_temp_path {root}/tmp/proxy;
-    uwsgi_temp_path {root}/tmp/uwsgi;
-    scgi_temp_path {root}/tmp/scgi;
-    client_max_body_size 0;
-    server {{
+    let servers = format!(
+        r#"    server {{
         listen 127.0.0.1:{port};
         server_name localhost;
         location / {{
@@ -324,8 +306,12 @@ http {{
             fastcgi_param GATEWAY_INTERFACE CGI/1.1;
         }}
     }}
-}}
 "#
+    );
+    super::nginx_conf(
+        dir,
+        r#"$remote_user "$request_method $request_uri" $status te=$http_transfer_encoding cl=$http_content_length len=$request_length"#,
+        &servers,
     )
 }
 

@@ -152,34 +152,19 @@ fn config(root: &Path, port: u16, locations: &str, tls: Option<&Tls>) -> String 
         ),
         None => (format!("127.0.0.1:{port}"), String::new()),
     };
-    // `user root;` keeps a root-started nginx able to write the temp dir;
-    // as any other user nginx ignores it.
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-user root;
-pid {root_text}/logs/nginx.pid;
-error_log {root_text}/logs/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format relay '$request_method $request_uri $status te=$http_transfer_encoding cl=$http_content_length len=$request_length';
-    access_log {root_text}/logs/access.log relay;
-    client_body_temp_path {root_text}/tmp/body;
-    proxy_temp_path {root_text}/tmp/proxy;
-    fastcgi_temp_path {root_text}/tmp/fastcgi;
-    uwsgi_temp_path {root_text}/tmp/uwsgi;
-    scgi_temp_path {root_text}/tmp/scgi;
-    client_max_body_size 0;
-    default_type text/plain;
-    server {{
+    let servers = format!(
+        r#"    server {{
         listen {listen};
         server_name localhost;
         {tls_lines}
         {locations}
     }}
-}}
 "#
+    );
+    crate::common::nginx_conf(
+        root,
+        "$request_method $request_uri $status te=$http_transfer_encoding cl=$http_content_length len=$request_length",
+        &servers,
     )
 }
 

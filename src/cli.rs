@@ -272,20 +272,7 @@ pub fn run(command: Command) -> Result<()> {
                 println!("no relays (add one with 'tokenward relay add https://your.server')");
             }
             for relay in relays.iter().filter(|_| !json) {
-                println!(
-                    "{}  http://{} -> {}  {} requests, {} bytes up, {} bytes down{}",
-                    relay.id,
-                    relay.listen,
-                    relay.upstream,
-                    relay.requests,
-                    relay.bytes_up,
-                    relay.bytes_down,
-                    relay
-                        .error
-                        .as_deref()
-                        .map(|e| format!("  ERROR: {e}"))
-                        .unwrap_or_default()
-                );
+                println!("{}", describe_relay(relay));
             }
             Ok(())
         }
@@ -294,6 +281,19 @@ pub fn run(command: Command) -> Result<()> {
             &format!("removed relay {id}"),
         ),
     }
+}
+
+/// One line: id, address, upstream, traffic, and the error if it is down.
+fn describe_relay(relay: &crate::protocol::RelayStatus) -> String {
+    let error = relay
+        .error
+        .as_deref()
+        .map(|e| format!("; ERROR: {e}"))
+        .unwrap_or_default();
+    format!(
+        "{}  http://{} -> {}  ({} requests, {} bytes up, {} bytes down){error}",
+        relay.id, relay.listen, relay.upstream, relay.requests, relay.bytes_up, relay.bytes_down
+    )
 }
 
 fn print_done(result: Result<String>) -> Result<()> {
@@ -392,20 +392,7 @@ fn status(json: bool) -> Result<()> {
         println!("relays:   none");
     }
     for relay in &status.relays {
-        println!(
-            "relay:    {} {} -> {} ({} requests, {} bytes up, {} bytes down){}",
-            relay.id,
-            relay.listen,
-            relay.upstream,
-            relay.requests,
-            relay.bytes_up,
-            relay.bytes_down,
-            relay
-                .error
-                .as_deref()
-                .map(|e| format!(", error: {e}"))
-                .unwrap_or_default()
-        );
+        println!("relay:    {}", describe_relay(relay));
     }
     Ok(())
 }

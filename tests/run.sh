@@ -54,6 +54,10 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo deny (licences, bans, sources; advisories need the network: see deny.toml)"
+command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked
+cargo deny --log-level error check licenses bans sources
+
 log "build"
 cargo build --workspace --locked
 

@@ -224,8 +224,11 @@ pub fn run(command: Command) -> Result<()> {
             listen,
             ca_file,
         }) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: a relayed push hands every frame from the client's
+            // connection to the upstream's, and keeping both on one thread
+            // saves the cross-thread wake-ups (1 GiB push: 0.74x -> 0.83x of
+            // direct on 2 cores, where curl and nginx need the other core).
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::relay::run_serve(

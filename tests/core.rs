@@ -16,13 +16,7 @@ const SECRET: &str = "tw-secret-Zq8v3Lr9";
 /// under the install holds it.
 fn round_trip(mut home: TestHome, expect_backend: &str, expect_persistence: &str) {
     home.start_daemon();
-    let status = home.tokenward(&["status", "--json"]);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    let status = home.status_json();
     assert_eq!(status["backend"], expect_backend);
     assert_eq!(status["persistence"], expect_persistence);
 
@@ -104,8 +98,7 @@ fn auto_prefers_secret_service_and_falls_back_to_file() {
     let service = SecretService::start(&home.user_home);
     home.set_env("DBUS_SESSION_BUS_ADDRESS", &service.address);
     home.start_daemon();
-    let status: serde_json::Value =
-        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("json");
+    let status = home.status_json();
     assert_eq!(status["backend"], "secret-service");
     home.stop_daemon();
     drop(service);
@@ -114,8 +107,7 @@ fn auto_prefers_secret_service_and_falls_back_to_file() {
     let mut home = TestHome::new("auto");
     home.set_env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
     home.start_daemon();
-    let status: serde_json::Value =
-        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("json");
+    let status = home.status_json();
     assert_eq!(status["backend"], "file");
     assert_eq!(status["locked"], true);
     let refused = home.tokenward_with_stdin(&["token", "add", "https://h", "--user", "u"], SECRET);
@@ -534,8 +526,7 @@ fn env_backend_serves_one_scoped_token_and_writes_nothing() {
         home.get_secret("http", "ci.example", Some("team/repo.git")),
         None
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("json");
+    let status = home.status_json();
     assert_eq!(status["backend"], "env");
     assert_eq!(status["persistence"], "never written");
     let refused = home.tokenward_with_stdin(&["token", "add", "https://h", "--user", "u"], "x");

@@ -281,8 +281,7 @@ fn push_through_the_relay(hg_bin: &Path) {
         1 << 20,
         "the server has the pushed file"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("status");
+    let status = home.status_json();
     let up = status["relays"][0]["bytes_up"].as_u64().unwrap_or(0);
     assert!(up >= 1 << 20, "the push went through the relay: {status}");
 }

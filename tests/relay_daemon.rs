@@ -51,8 +51,7 @@ fn daemon_runs_kept_relays_across_restarts() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&home.tokenward(&["status", "--json"]).stdout).expect("status json");
+    let status = home.status_json();
     let relay = &status["relays"][0];
     assert_eq!(relay["id"], id.as_str());
     assert_eq!(relay["listen"], listen.as_str());

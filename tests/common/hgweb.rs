@@ -6,8 +6,6 @@
 //! Debian's hg 6.x and hg 7.x from the venv made by tests/setup-hg7.sh.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -140,7 +138,11 @@ impl HgWeb {
 
         let mut htpasswd = String::new();
         for account in accounts {
-            htpasswd.push_str(&format!("{}:{}\n", account.user, apr1(account.password)));
+            htpasswd.push_str(&format!(
+                "{}:{}\n",
+                account.user,
+                crate::common::apr1(account.password)
+            ));
         }
         std::fs::write(web.dir.path().join("htpasswd"), htpasswd).expect("htpasswd");
         let (nginx, port) = start_nginx(web.dir.path(), hg_port);
@@ -178,25 +180,6 @@ fn run_ok(command: &mut Command) {
     );
 }
 
-/// `openssl passwd -apr1`, the password on stdin (never in argv).
-fn apr1(password: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["passwd", "-apr1", "-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("openssl");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Reads hg serve's "(bound to 127.0.0.1:PORT)".
 fn wait_for_port(log: &Path) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,21 +198,11 @@ fn wait_for_port(log: &Path) -> u16 {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// nginx in the foreground, proxying to hg serve; retried on a port race.
 fn start_nginx(dir: &Path, hg_port: u16) -> (Child, u16) {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is installed");
+    let nginx = crate::common::nginx_binary();
     for _ in 0..5 {
-        let port = free_port();
+        let port = crate::common::free_port();
         let d = dir.display();
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
@@ -244,7 +217,7 @@ fn start_nginx(dir: &Path, hg_port: u16) -> (Child, u16) {
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let mut child = Command::new(nginx)
+        let mut child = Command::new(&nginx)
             .arg("-p")
             .arg(dir)
             .arg("-c")

@@ -64,6 +64,39 @@ http {{
     )
 }
 
+/// Debian's nginx (nginx-light), or one from another prefix, else PATH's.
+pub fn nginx_binary() -> PathBuf {
+    [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|candidate| candidate.is_file())
+    .unwrap_or_else(|| PathBuf::from("nginx"))
+}
+
+/// An htpasswd hash by `openssl passwd -apr1`, the password on stdin
+/// (never in argv).
+pub fn apr1(password: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["passwd", "-apr1", "-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let out = child.wait_with_output().expect("openssl");
+    assert!(out.status.success(), "openssl passwd failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -289,6 +322,17 @@ impl TestHome {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("list --json is a JSON array")
+    }
+
+    /// `status --json` parsed; fails the test when the daemon does not answer.
+    pub fn status_json(&self) -> Value {
+        let out = self.tokenward(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
     pub fn token_json(&self, id: &str) -> Value {

@@ -12,7 +12,6 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,7 +76,7 @@ impl GitHttpServer {
         let conf = root.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(root, port, &socket)).expect("writes nginx.conf");
         let nginx = in_own_group(
-            Command::new(nginx_binary())
+            Command::new(super::nginx_binary())
                 .arg("-p")
                 .arg(root)
                 .arg("-c")
@@ -198,19 +197,6 @@ fn in_own_group(command: &mut Command) -> &mut Command {
     command
 }
 
-fn nginx_binary() -> PathBuf {
-    for candidate in [
-        "/usr/sbin/nginx",
-        "/usr/local/sbin/nginx",
-        "/usr/local/nginx/sbin/nginx",
-    ] {
-        if Path::new(candidate).is_file() {
-            return PathBuf::from(candidate);
-        }
-    }
-    PathBuf::from("nginx")
-}
-
 fn git_exec_path() -> PathBuf {
     let out = Command::new("git")
         .arg("--exec-path")
@@ -234,29 +220,11 @@ fn run_git(cwd: &Path, args: &[&str]) {
     );
 }
 
-/// `user:$apr1$…` lines made by `openssl passwd -apr1`, the password on
-/// stdin (never in argv).
+/// `user:$apr1$…` lines (see [`super::apr1`]).
 fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
     let mut lines = String::new();
     for (user, password) in users {
-        let mut child = Command::new("openssl")
-            .args(["passwd", "-apr1", "-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("runs openssl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("writes password");
-        let out = child.wait_with_output().expect("openssl exits");
-        assert!(out.status.success(), "openssl passwd failed");
-        lines.push_str(&format!(
-            "{user}:{}\n",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ));
+        lines.push_str(&format!("{user}:{}\n", super::apr1(password)));
     }
     std::fs::write(path, lines).expect("writes htpasswd");
 }

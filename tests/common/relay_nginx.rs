@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ impl Nginx {
         for sub in ["data", "tmp", "logs"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("nginx dirs");
         }
-        let port = free_port();
+        let port = crate::common::free_port();
         let conf = config(dir.path(), port, locations, tls);
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
         let mut nginx = Nginx {
@@ -50,7 +50,7 @@ impl Nginx {
 
     fn launch(&mut self) {
         let root = self.dir.path();
-        let mut command = Command::new(nginx_binary());
+        let mut command = Command::new(crate::common::nginx_binary());
         command
             .arg("-p")
             .arg(root)
@@ -237,26 +237,6 @@ pub fn make_tls(dir: &Path) -> Tls {
         cert: path("server.pem"),
         key: path("server.key"),
     }
-}
-
-fn nginx_binary() -> PathBuf {
-    for candidate in [
-        "/usr/sbin/nginx",
-        "/usr/local/sbin/nginx",
-        "/usr/local/nginx/sbin/nginx",
-    ] {
-        if Path::new(candidate).is_file() {
-            return PathBuf::from(candidate);
-        }
-    }
-    PathBuf::from("nginx")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Standard base64 (for expected Basic credentials in nginx configs).

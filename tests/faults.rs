@@ -48,20 +48,10 @@ fn signal(pid: u32, name: &str) {
 /// Runs the helper's `get` with `input`; returns its output and how long it took.
 fn helper_get(home: &TestHome, input: &str) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = home
-        .command(common::helper_bin())
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the helper");
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes());
-    let out = child.wait_with_output().expect("helper exits");
+    let out = home
+        .spawn_helper("get", input)
+        .wait_with_output()
+        .expect("helper exits");
     (out, started.elapsed())
 }
 

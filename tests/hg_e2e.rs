@@ -101,6 +101,21 @@ fn big_file(path: &Path) {
         .expect("write big file");
 }
 
+/// Adds a 1 MiB file to the clone `dir` (under the user's home), commits
+/// it with `message` and pushes.
+fn push_big_file(home: &TestHome, hg_bin: &Path, dir: &str, message: &str) {
+    let clone = home.user_home.join(dir);
+    big_file(&clone.join("big.bin"));
+    let clone_arg = clone.to_string_lossy().into_owned();
+    ok(hg(home, hg_bin, &["--cwd", &clone_arg, "add", "big.bin"]));
+    ok(hg(
+        home,
+        hg_bin,
+        &["-R", &clone_arg, "commit", "-m", message],
+    ));
+    ok(hg(home, hg_bin, &["-R", &clone_arg, "push"]));
+}
+
 /// Clone and push a 1 MiB file with a token from the daemon, no [auth].
 fn clone_and_push(hg_bin: &Path) {
     let web = server();
@@ -113,16 +128,7 @@ fn clone_and_push(hg_bin: &Path) {
 
     let url = web.url(REPO);
     ok(hg(&home, hg_bin, &["clone", &url, "clone"]));
-    let clone = home.user_home.join("clone");
-    big_file(&clone.join("big.bin"));
-    let clone_arg = clone.to_string_lossy().into_owned();
-    ok(hg(&home, hg_bin, &["--cwd", &clone_arg, "add", "big.bin"]));
-    ok(hg(
-        &home,
-        hg_bin,
-        &["-R", &clone_arg, "commit", "-m", "one MiB"],
-    ));
-    ok(hg(&home, hg_bin, &["-R", &clone_arg, "push"]));
+    push_big_file(&home, hg_bin, "clone", "one MiB");
 
     let served = web.repo_dir(REPO);
     let size = Command::new("/usr/bin/hg")
@@ -258,16 +264,7 @@ fn push_through_the_relay(hg_bin: &Path) {
 
     let url = format!("http://{listen}/{REPO}");
     ok(hg(&home, hg_bin, &["clone", &url, "relayed"]));
-    let clone = home.user_home.join("relayed");
-    big_file(&clone.join("big.bin"));
-    let clone_arg = clone.to_string_lossy().into_owned();
-    ok(hg(&home, hg_bin, &["--cwd", &clone_arg, "add", "big.bin"]));
-    ok(hg(
-        &home,
-        hg_bin,
-        &["-R", &clone_arg, "commit", "-m", "through the relay"],
-    ));
-    ok(hg(&home, hg_bin, &["-R", &clone_arg, "push"]));
+    push_big_file(&home, hg_bin, "relayed", "through the relay");
 
     let served = Command::new("/usr/bin/hg")
         .arg("--cwd")

@@ -14,7 +14,7 @@ mod common;
 use common::TestHome;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const HOSTS: usize = 20;
@@ -65,25 +65,11 @@ fn fd_count(pid: u32) -> usize {
 }
 
 fn spawn_helper(home: &TestHome, i: usize) -> Child {
-    let mut child = home
-        .command(common::helper_bin())
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the helper");
     let request = format!(
         "protocol=https\nhost=h{}.example\npath=repo.git\n\n",
         i % HOSTS
     );
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.as_bytes())
-        .expect("write the request");
-    child
+    home.spawn_helper("get", &request)
 }
 
 #[test]

@@ -206,6 +206,26 @@ impl TestHome {
         command
     }
 
+    /// Starts `git-credential-tokenward ACTION` with `input` written to its
+    /// stdin (then closed) and its output piped.
+    pub fn spawn_helper(&self, action: &str, input: &str) -> Child {
+        let mut child = self
+            .command(helper_bin())
+            .arg(action)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the helper");
+        // The helper may exit before reading (it refused the request).
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes());
+        child
+    }
+
     /// Runs `tokenward ARGS` with no stdin.
     pub fn tokenward(&self, args: &[&str]) -> Output {
         self.command(tokenward_bin())
